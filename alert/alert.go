@@ -1,0 +1,136 @@
+// Package alert turns findings into alerts in the encwatch.alert/v1 format
+// and writes them.
+package alert
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+
+	"github.com/encwatch/encwatch/ingest"
+	"github.com/encwatch/encwatch/rules"
+)
+
+// Schema names the alert format.
+const Schema = "encwatch.alert/v1"
+
+// Alert is one finding in the encwatch.alert/v1 format.
+type Alert struct {
+	Schema      string      `json:"schema"`
+	ID          string      `json:"id"`
+	Rule        string      `json:"rule"`
+	Severity    string      `json:"severity"`
+	Summary     string      `json:"summary"`
+	DetectedAt  time.Time   `json:"detectedAt"`
+	Bucket      Bucket      `json:"bucket"`
+	Event       Event       `json:"event"`
+	Encryption  *Encryption `json:"encryption,omitempty"`
+	Remediation string      `json:"remediation"`
+	// Count is how many occurrences a grouped alert stands for.
+	Count int `json:"count,omitempty"`
+	// Origin says where the record was read (file and record, S3 key, ...).
+	Origin string `json:"origin,omitempty"`
+}
+
+// Bucket is the bucket an alert concerns.
+type Bucket struct {
+	Name    string `json:"name"`
+	Type    string `json:"type"`
+	ARN     string `json:"arn"`
+	Account string `json:"account"`
+	Region  string `json:"region"`
+	Zone    string `json:"zone"`
+}
+
+// Event is the CloudTrail event an alert is about.
+type Event struct {
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	Time         string `json:"time"`
+	Source       string `json:"source"`
+	Region       string `json:"region"`
+	ErrorCode    string `json:"errorCode"`
+	ErrorMessage string `json:"errorMessage,omitempty"`
+	Actor        Actor  `json:"actor"`
+	SourceIP     string `json:"sourceIP"`
+	UserAgent    string `json:"userAgent"`
+}
+
+// Actor is the caller.
+type Actor struct {
+	Type      string `json:"type"`
+	ARN       string `json:"arn"`
+	AccountID string `json:"accountId"`
+	// SessionIssuerARN is the role ARN of an assumed-role caller.
+	SessionIssuerARN string `json:"sessionIssuerArn,omitempty"`
+}
+
+// Encryption is what a PutBucketEncryption request set: the first rule's
+// settings, and every rule when the request held several.
+type Encryption struct {
+	Algorithm        string `json:"algorithm"`
+	KMSKeyID         string `json:"kmsKeyId"`
+	BucketKeyEnabled bool   `json:"bucketKeyEnabled"`
+	Rules            []Rule `json:"rules,omitempty"`
+}
+
+// Rule is one rule of a request's configuration.
+type Rule struct {
+	Algorithm        string `json:"algorithm"`
+	KMSKeyID         string `json:"kmsKeyId"`
+	BucketKeyEnabled bool   `json:"bucketKeyEnabled"`
+}
+
+// ID returns the deterministic alert id: the same rule on the same event in
+// the same account always gives the same id, so consumers and replicas can
+// deduplicate.
+func ID(rule, account, eventKey string) string {
+	h := sha256.New()
+	h.Write([]byte(Schema))
+	for _, s := range []string{rule, account, eventKey} {
+		h.Write([]byte{0})
+		h.Write([]byte(s))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// New builds the alert of a finding, detected at now.
+func New(f rules.Finding, now time.Time) Alert {
+	ev := f.Event
+	a := Alert{
+		Schema:      Schema,
+		ID:          ID(f.Rule, ev.Account, ev.Key()),
+		Rule:        f.Rule,
+		Severity:    f.Severity.String(),
+		Summary:     f.Summary,
+		DetectedAt:  now.UTC(),
+		Remediation: f.Remediation,
+		Count:       f.Count,
+		Bucket: Bucket{
+			Name: ev.Bucket.Name, Type: ev.Bucket.Type, ARN: ev.Bucket.ARN,
+			Account: ev.Bucket.Account, Region: ev.Bucket.Region, Zone: ev.Bucket.Zone,
+		},
+		Event: Event{
+			ID: ev.ID, Name: ev.Name, Time: ev.TimeRaw, Source: ev.Source, Region: ev.Region,
+			ErrorCode: ev.ErrorCode, ErrorMessage: ev.ErrorMsg,
+			Actor:    Actor{Type: ev.Actor.Type, ARN: ev.Actor.ARN, AccountID: ev.Actor.AccountID, SessionIssuerARN: ev.Actor.IssuerARN},
+			SourceIP: ev.SourceIP, UserAgent: ev.UserAgent,
+		},
+	}
+	if !ev.Time.IsZero() {
+		a.Event.Time = ev.Time.Format(time.RFC3339)
+	}
+	if ev.Origin.Source != "" {
+		a.Origin = ev.Origin.String()
+	}
+	if ev.Name == ingest.PutBucketEncryption && len(ev.Encryption.Rules) > 0 {
+		r := ev.Encryption.Rules[0]
+		a.Encryption = &Encryption{Algorithm: r.Algorithm, KMSKeyID: r.KMSKeyID, BucketKeyEnabled: r.BucketKeyEnabled}
+		if len(ev.Encryption.Rules) > 1 {
+			for _, r := range ev.Encryption.Rules {
+				a.Encryption.Rules = append(a.Encryption.Rules, Rule{Algorithm: r.Algorithm, KMSKeyID: r.KMSKeyID, BucketKeyEnabled: r.BucketKeyEnabled})
+			}
+		}
+	}
+	return a
+}

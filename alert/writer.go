@@ -1,0 +1,71 @@
+package alert
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+)
+
+// Writer writes alerts to a stream, one per line, as JSON (the alert v1
+// format) or as readable text. It is safe for concurrent use.
+type Writer struct {
+	mu   sync.Mutex
+	w    *bufio.Writer
+	text bool
+}
+
+// NewJSONWriter writes alert v1 JSON lines.
+func NewJSONWriter(w io.Writer) *Writer { return &Writer{w: bufio.NewWriter(w)} }
+
+// NewTextWriter writes one readable line per alert.
+func NewTextWriter(w io.Writer) *Writer { return &Writer{w: bufio.NewWriter(w), text: true} }
+
+// Write writes one alert. Output is buffered until Flush.
+func (w *Writer) Write(a Alert) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.text {
+		_, err := w.w.WriteString(Text(a) + "\n")
+		return err
+	}
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	_, err = w.w.Write(b)
+	return err
+}
+
+// Flush writes out buffered alerts.
+func (w *Writer) Flush() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Flush()
+}
+
+// Text renders an alert as one readable line starting with its severity
+// and rule id.
+func Text(a Alert) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-8s %-32s %s", strings.ToUpper(a.Severity), a.Rule, a.Summary)
+	actor := a.Event.Actor.ARN
+	if actor == "" {
+		actor = a.Event.Actor.Type
+	}
+	fmt.Fprintf(&b, " | event %s %s at %s by %s", a.Event.Name, a.Event.ID, a.Event.Time, orDash(actor))
+	if a.Bucket.Account != "" || a.Bucket.Region != "" {
+		fmt.Fprintf(&b, " | %s %s", orDash(a.Bucket.Account), orDash(a.Bucket.Region))
+	}
+	return b.String()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,154 @@
+// Package config reads encwatch's YAML configuration: every key has a
+// default, ENCWATCH_* environment variables override keys, and every error
+// names the file, line and key it is about.
+package config
+
+import (
+	"github.com/encwatch/encwatch/rules"
+)
+
+// Config is the whole configuration file (DESIGN.md section 3).
+type Config struct {
+	State       State          `yaml:"state"`
+	HTTP        HTTP           `yaml:"http"`
+	Log         Log            `yaml:"log"`
+	Sources     Sources        `yaml:"sources"`
+	Sinks       Sinks          `yaml:"sinks"`
+	Policy      rules.Policy   `yaml:"policy"`
+	CustomRules []CustomRule   `yaml:"customRules"`
+	Limits      Limits         `yaml:"limits"`
+}
+
+// State is where durable state lives.
+type State struct {
+	Dir string `yaml:"dir"`
+}
+
+// HTTP is the daemon's HTTP server (/metrics, /healthz, /readyz).
+type HTTP struct {
+	Listen string `yaml:"listen"`
+}
+
+// Log configures logging (JSON lines on stderr).
+type Log struct {
+	Level string `yaml:"level"`
+}
+
+// Limits bounds input.
+type Limits struct {
+	MaxRecordBytes int `yaml:"maxRecordBytes"`
+}
+
+// Sources are the inputs; a nil source is off.
+type Sources struct {
+	Lookup *Lookup      `yaml:"lookup"`
+	SQS    *SQS         `yaml:"sqs"`
+	Kafka  *KafkaSource `yaml:"kafka"`
+	Files  *Files       `yaml:"files"`
+}
+
+// Lookup tails CloudTrail LookupEvents.
+type Lookup struct {
+	Regions   []string       `yaml:"regions"`
+	Interval  rules.Duration `yaml:"interval"`
+	Overlap   rules.Duration `yaml:"overlap"`
+	StartFrom rules.Duration `yaml:"startFrom"`
+	Accounts  []Account      `yaml:"accounts"`
+}
+
+// Account is a member account read through an assumed role.
+type Account struct {
+	RoleARN    string `yaml:"roleArn"`
+	ExternalID string `yaml:"externalId"`
+}
+
+// SQS reads trail log files announced through SQS.
+type SQS struct {
+	QueueURL    string `yaml:"queueURL"`
+	Workers     int    `yaml:"workers"`
+	MaxReceives int    `yaml:"maxReceives"`
+}
+
+// KafkaSource reads CloudTrail records from a Kafka topic.
+type KafkaSource struct {
+	Brokers []string `yaml:"brokers"`
+	Topic   string   `yaml:"topic"`
+	Group   string   `yaml:"group"`
+	TLS     TLS      `yaml:"tls"`
+	SASL    SASL     `yaml:"sasl"`
+}
+
+// Files replays files and folders, and optionally watches for new ones.
+type Files struct {
+	Paths []string `yaml:"paths"`
+	Watch bool     `yaml:"watch"`
+}
+
+// Sinks are the outputs; a nil sink is off.
+type Sinks struct {
+	Stdout   *Stdout    `yaml:"stdout"`
+	Kafka    *KafkaSink `yaml:"kafka"`
+	Webhooks []Webhook  `yaml:"webhooks"`
+}
+
+// Stdout writes alert v1 JSON lines on standard output.
+type Stdout struct{}
+
+// KafkaSink writes alerts to a Kafka topic.
+type KafkaSink struct {
+	Brokers []string `yaml:"brokers"`
+	Topic   string   `yaml:"topic"`
+	TLS     TLS      `yaml:"tls"`
+	SASL    SASL     `yaml:"sasl"`
+}
+
+// TLS configures a TLS client.
+type TLS struct {
+	Enabled            bool   `yaml:"enabled"`
+	CAFile             string `yaml:"caFile"`
+	CertFile           string `yaml:"certFile"`
+	KeyFile            string `yaml:"keyFile"`
+	InsecureSkipVerify bool   `yaml:"insecureSkipVerify"`
+}
+
+// SASL configures Kafka authentication. The password comes from a file or
+// an environment variable, never from the YAML.
+type SASL struct {
+	Mechanism    string `yaml:"mechanism"`
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"passwordFile"`
+	PasswordEnv  string `yaml:"passwordEnv"`
+}
+
+// Webhook posts signed alerts to a URL.
+type Webhook struct {
+	Name        string         `yaml:"name"`
+	URL         string         `yaml:"url"`
+	URLFile     string         `yaml:"urlFile"`
+	SecretFile  string         `yaml:"secretFile"`
+	SecretEnv   string         `yaml:"secretEnv"`
+	MinSeverity string         `yaml:"minSeverity"`
+	Rules       []string       `yaml:"rules"`
+	Format      string         `yaml:"format"`
+	Timeout     rules.Duration `yaml:"timeout"`
+}
+
+// CustomRule is a rule written in CEL.
+type CustomRule struct {
+	ID          string `yaml:"id"`
+	Severity    string `yaml:"severity"`
+	Summary     string `yaml:"summary"`
+	Remediation string `yaml:"remediation"`
+	When        string `yaml:"when"`
+}
+
+// Default returns the configuration with every default set and every
+// optional section off.
+func Default() Config {
+	return Config{
+		State:  State{Dir: "./encwatch-state"},
+		HTTP:   HTTP{Listen: "127.0.0.1:9108"},
+		Log:    Log{Level: "info"},
+		Policy: rules.DefaultPolicy(),
+	}
+}

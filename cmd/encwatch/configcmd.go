@@ -1,0 +1,67 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+
+	"github.com/encwatch/encwatch/cmd/config"
+)
+
+func configCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: encwatch config check FILE | encwatch config keys")
+		return exitUsage
+	}
+	switch args[0] {
+	case "check":
+		fs := flag.NewFlagSet("config check", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		if err := fs.Parse(args[1:]); err != nil {
+			return exitUsage
+		}
+		if fs.NArg() != 1 {
+			fmt.Fprintln(stderr, "usage: encwatch config check FILE")
+			return exitUsage
+		}
+		if _, err := loadConfig(fs.Arg(0)); err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitUsage
+		}
+		fmt.Fprintf(stdout, "%s: OK\n", fs.Arg(0))
+		return exitOK
+	case "keys":
+		keys := config.EnvKeys()
+		names := make([]string, 0, len(keys))
+		for n := range keys {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			fmt.Fprintf(stdout, "%-48s %s\n", n, keys[n])
+		}
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "encwatch config: unknown subcommand %q\n", args[0])
+	return exitUsage
+}
+
+// loadConfig loads a configuration file (or defaults for "") with the
+// process environment's overrides, and compiles its custom rules, so that
+// every command reports the same problems the same way.
+func loadConfig(path string) (config.Config, error) {
+	cfg, err := config.Load(path, os.Environ())
+	if err != nil {
+		var ce *config.Error
+		if errors.As(err, &ce) {
+			return cfg, fmt.Errorf("invalid configuration:\n%w", err)
+		}
+		return cfg, fmt.Errorf("configuration: %w", err)
+	}
+	return cfg, nil
+}
+
+type configT = config.Config

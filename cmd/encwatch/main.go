@@ -1,0 +1,62 @@
+// Command encwatch watches CloudTrail for S3 default-encryption changes on
+// general purpose and directory buckets and alerts when one breaks policy.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Exit codes.
+const (
+	exitOK       = 0
+	exitFindings = 1
+	exitUsage    = 2
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const usage = `encwatch watches CloudTrail for S3 default-encryption changes.
+
+Usage:
+  encwatch replay [--config FILE] [--format text|json] [--fail-on SEVERITY] PATH...
+  encwatch rules [--config FILE]
+  encwatch config check FILE
+  encwatch config keys
+  encwatch version
+
+Run "encwatch COMMAND -h" for a command's flags.
+`
+
+// run is the whole program; main only adds the process around it.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "replay":
+		return replayCmd(ctx, rest, stdin, stdout, stderr)
+	case "rules":
+		return rulesCmd(rest, stdout, stderr)
+	case "config":
+		return configCmd(rest, stdout, stderr)
+	case "version", "--version":
+		return versionCmd(stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "encwatch: unknown command %q\n\n%s", cmd, usage)
+	return exitUsage
+}

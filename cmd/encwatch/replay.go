@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/encwatch/encwatch/alert"
+	"github.com/encwatch/encwatch/ingest"
+	"github.com/encwatch/encwatch/rules"
+)
+
+// maxErrorLines bounds the bad-input lines replay prints; the rest are
+// counted in the summary.
+const maxErrorLines = 50
+
+// progressThreshold is the input size above which replay shows progress
+// on a terminal.
+const progressThreshold = 64 << 20
+
+type replayOptions struct {
+	config  string
+	format  string
+	failOn  string
+	workers int
+	quiet   bool
+}
+
+func replayCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	var o replayOptions
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.config, "config", "", "configuration `FILE` whose policy and custom rules apply (default: the built-in policy)")
+	fs.StringVar(&o.format, "format", "text", "output format: text (one line per finding) or json (one alert v1 object per line)")
+	fs.StringVar(&o.failOn, "fail-on", "none", "exit 1 when a finding reaches this `SEVERITY` (info, low, medium, high, critical; none never)")
+	fs.IntVar(&o.workers, "workers", 0, "files decoded at once (default: the number of CPUs)")
+	fs.BoolVar(&o.quiet, "quiet", false, "print no summary and no bad-input lines on stderr")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: encwatch replay [flags] PATH...  (files, folders, .gz or plain, - for stdin)")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	if o.format != "text" && o.format != "json" {
+		fmt.Fprintf(stderr, "encwatch replay: --format must be text or json, got %q\n", o.format)
+		return exitUsage
+	}
+	failOn := rules.Severity(0)
+	if o.failOn != "none" {
+		s, err := rules.ParseSeverity(o.failOn)
+		if err != nil {
+			fmt.Fprintf(stderr, "encwatch replay: --fail-on: %v\n", err)
+			return exitUsage
+		}
+		failOn = s
+	}
+	cfg, err := loadConfig(o.config)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	engine, err := newEngine(cfg, rules.NewMemory())
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	inputs, err := ingest.Expand(fs.Args())
+	if err != nil {
+		fmt.Fprintf(stderr, "encwatch replay: %v\n", err)
+		return exitUsage
+	}
+	if stdin != os.Stdin {
+		for _, in := range inputs {
+			if in.Path == ingest.Stdin {
+				// Tests hand their own stdin; the process's is the default.
+				stdinOverride = stdin
+			}
+		}
+	}
+	var w *alert.Writer
+	if o.format == "json" {
+		w = alert.NewJSONWriter(stdout)
+	} else {
+		w = alert.NewTextWriter(stdout)
+	}
+	r := &replayer{engine: engine, out: w, stderr: stderr, quiet: o.quiet, failOn: failOn, bySev: map[rules.Severity]int{}}
+	return r.run(ctx, inputs, o.workers, cfg.Limits.MaxRecordBytes)
+}
+
+// stdinOverride lets in-process tests feed "-".
+var stdinOverride io.Reader
+
+type replayer struct {
+	engine   *rules.Engine
+	out      *alert.Writer
+	stderr   io.Writer
+	quiet    bool
+	failOn   rules.Severity
+	findings int
+	bySev    map[rules.Severity]int
+	failed   bool
+	errLines int
+	progress progress
+}
+
+type progress struct {
+	files, bytes, records, events atomic.Int64
+}
+
+func (r *replayer) run(ctx context.Context, inputs []ingest.Input, workers, maxRecord int) int {
+	start := time.Now()
+	var total int64
+	for _, in := range inputs {
+		total += in.Size
+	}
+	stopProgress := r.startProgress(len(inputs), total)
+	opts := ingest.ReadOptions{
+		Workers:        workers,
+		MaxRecordBytes: maxRecord,
+		OnError: func(pos ingest.Position, err error) {
+			r.errLines++
+			if !r.quiet && r.errLines <= maxErrorLines {
+				fmt.Fprintf(r.stderr, "encwatch: bad input: %s: %v\n", pos, err)
+			}
+		},
+		OnInputDone: func(in ingest.Input, st ingest.Stats, err error) {
+			r.progress.files.Add(1)
+			r.progress.bytes.Add(in.Size)
+			r.progress.records.Add(st.Records)
+		},
+	}
+	if stdinOverride != nil {
+		defer func() { stdinOverride = nil }()
+		ingest.SetStdin(stdinOverride)
+		defer ingest.SetStdin(nil)
+	}
+	st, err := ingest.ReadAll(ctx, inputs, opts, r.judge)
+	stopProgress()
+	if ferr := r.out.Flush(); ferr != nil && err == nil {
+		err = ferr
+	}
+	if !r.quiet {
+		r.summary(len(inputs), st, time.Since(start))
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintf(r.stderr, "encwatch replay: %v\n", err)
+		return exitUsage
+	}
+	if r.failed {
+		return exitFindings
+	}
+	return exitOK
+}
+
+// judge evaluates a batch of events and writes their alerts.
+func (r *replayer) judge(evs []*ingest.Event) error {
+	now := time.Now()
+	for _, ev := range evs {
+		r.progress.events.Add(1)
+		fs, err := r.engine.Evaluate(ev)
+		if err != nil {
+			return err
+		}
+		for _, f := range fs {
+			r.findings++
+			r.bySev[f.Severity]++
+			if r.failOn != 0 && f.Severity >= r.failOn {
+				r.failed = true
+			}
+			if err := r.out.Write(alert.New(f, now)); err != nil {
+				return fmt.Errorf("writing alerts: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+func (r *replayer) summary(files int, st ingest.Stats, d time.Duration) {
+	var sev []string
+	for s := rules.Critical; s >= rules.Info; s-- {
+		if n := r.bySev[s]; n > 0 {
+			sev = append(sev, fmt.Sprintf("%s %d", s, n))
+		}
+	}
+	sevs := ""
+	if len(sev) > 0 {
+		sevs = " (" + strings.Join(sev, ", ") + ")"
+	}
+	mb := float64(st.Bytes) / 1e6
+	fmt.Fprintf(r.stderr, "encwatch replay: %d files, %.1f MB decompressed, %d records, %d encryption events, %d findings%s, %d unreadable in %.2fs (%.0f MB/s)\n",
+		files, mb, st.Records, st.Events, r.findings, sevs, st.Errors, d.Seconds(), mb/max(d.Seconds(), 1e-9))
+	if r.errLines > maxErrorLines {
+		fmt.Fprintf(r.stderr, "encwatch replay: %d more bad-input lines not shown\n", r.errLines-maxErrorLines)
+	}
+}
+
+// startProgress prints a progress line on stderr about once a second when
+// stderr is a terminal and the input is large; it returns the stop func.
+func (r *replayer) startProgress(files int, total int64) func() {
+	f, ok := r.stderr.(*os.File)
+	if r.quiet || !ok || !term.IsTerminal(int(f.Fd())) || (total < progressThreshold && files < 1000) {
+		return func() {}
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				fmt.Fprint(f, "\r\033[K")
+				return
+			case <-t.C:
+				p := &r.progress
+				pct := 0.0
+				if total > 0 {
+					pct = 100 * float64(p.bytes.Load()) / float64(total)
+				}
+				fmt.Fprintf(f, "\r\033[Kreplay: %d/%d files (%.0f%%), %d records, %d encryption events",
+					p.files.Load(), files, pct, p.records.Load(), p.events.Load())
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
+}
+
+// newEngine builds the rules engine for a configuration.
+func newEngine(cfg configT, st rules.State) (*rules.Engine, error) {
+	if len(cfg.CustomRules) > 0 {
+		return nil, errors.New("customRules: custom CEL rules are not supported by this build")
+	}
+	return rules.New(cfg.Policy, st)
+}

@@ -1,0 +1,12 @@
+module github.com/encwatch/encwatch
+
+go 1.26.0
+
+require (
+	github.com/klauspost/compress v1.20.4
+	go.yaml.in/yaml/v3 v3.0.6
+	golang.org/x/sync v0.25.0
+	golang.org/x/term v0.48.0
+)
+
+require golang.org/x/sys v0.50.0 // indirect

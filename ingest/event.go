@@ -1,0 +1,144 @@
+// Package ingest reads CloudTrail data in every envelope AWS and its tools
+// produce, and turns the records that concern S3 default encryption into
+// normalised events.
+package ingest
+
+import "time"
+
+// Event names and sources that make a record an encryption event.
+const (
+	SourceS3        = "s3.amazonaws.com"
+	SourceS3Express = "s3express.amazonaws.com"
+
+	PutBucketEncryption    = "PutBucketEncryption"
+	GetBucketEncryption    = "GetBucketEncryption"
+	DeleteBucketEncryption = "DeleteBucketEncryption"
+)
+
+// Bucket types as the alert format names them.
+const (
+	BucketGeneralPurpose = "general-purpose"
+	BucketDirectory      = "directory"
+)
+
+// Event is one CloudTrail record about S3 default encryption, normalised.
+// Fields a record lacks are empty, never an error.
+type Event struct {
+	ID        string    // eventID
+	Name      string    // eventName
+	Source    string    // eventSource
+	Time      time.Time // eventTime; zero when missing or unreadable
+	TimeRaw   string    // eventTime as written
+	Region    string    // awsRegion
+	Version   string    // eventVersion
+	ErrorCode string
+	ErrorMsg  string
+	SourceIP  string
+	UserAgent string
+	Account   string // recipientAccountId, else the bucket's, else the caller's
+	Actor     Actor
+	Bucket    Bucket
+	// Encryption is what a PutBucketEncryption request set. It is empty for
+	// Get and Delete.
+	Encryption Encryption
+	// Digest is a hash of the raw record, used as identity when a record has
+	// no eventID.
+	Digest string
+	// Origin says where the record was read.
+	Origin Position
+}
+
+// Succeeded reports whether the call succeeded (no errorCode).
+func (e *Event) Succeeded() bool { return e.ErrorCode == "" }
+
+// IsEncryptionEvent reports whether the event is a Put, Get or Delete of
+// bucket encryption on S3 or S3 Express.
+func (e *Event) IsEncryptionEvent() bool {
+	if e.Source != SourceS3 && e.Source != SourceS3Express {
+		return false
+	}
+	switch e.Name {
+	case PutBucketEncryption, GetBucketEncryption, DeleteBucketEncryption:
+		return true
+	}
+	return false
+}
+
+// Key returns the identity of the event for deduplication: its eventID, or
+// the digest of its raw record when it has none.
+func (e *Event) Key() string {
+	if e.ID != "" {
+		return e.ID
+	}
+	return "sha256:" + e.Digest
+}
+
+// Actor is the caller of an API request (userIdentity).
+type Actor struct {
+	Type          string // IAMUser, AssumedRole, Root, AWSService, ...; may be empty
+	ARN           string
+	AccountID     string
+	PrincipalID   string
+	UserName      string
+	IssuerARN     string // sessionContext.sessionIssuer.arn (the role ARN for AssumedRole)
+	InvokedBy     string
+	AccessKeyID   string
+}
+
+// Bucket is the bucket an event concerns.
+type Bucket struct {
+	Name    string
+	Type    string // BucketDirectory or BucketGeneralPurpose
+	ARN     string
+	Account string
+	Region  string
+	Zone    string // availability zone ID of a directory bucket, e.g. usw2-az1
+}
+
+// Encryption is the ServerSideEncryptionConfiguration of a request.
+type Encryption struct {
+	// Present reports whether the request carried a configuration at all.
+	Present bool
+	Rules   []EncryptionRule
+}
+
+// Readable reports whether at least one rule names an algorithm.
+func (c Encryption) Readable() bool {
+	for _, r := range c.Rules {
+		if r.Algorithm != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// EncryptionRule is one Rule of a ServerSideEncryptionConfiguration.
+type EncryptionRule struct {
+	Algorithm string // SSEAlgorithm as given: AES256, aws:kms, aws:kms:dsse, ...
+	KMSKeyID  string // KMSMasterKeyID as given: key ID, key ARN, alias name, alias ARN, or empty
+	// BucketKeyEnabled is true only for JSON true or the string "true".
+	BucketKeyEnabled bool
+	// BucketKeySet reports whether BucketKeyEnabled was present.
+	BucketKeySet bool
+}
+
+// Position says where a record was read: the source (file, S3 key, SQS
+// message), the index of the record in it, and a byte offset into the
+// decompressed stream.
+type Position struct {
+	Source string
+	Index  int   // 0-based index of the record in its source
+	Offset int64 // byte offset of the record in the decompressed stream
+	Line   int   // 1-based line, where known
+}
+
+func (p Position) String() string {
+	s := p.Source
+	if s == "" {
+		s = "<input>"
+	}
+	if p.Line > 0 {
+		return s + ":" + itoa(p.Line) + " (record " + itoa(p.Index+1) + ", byte " + itoa64(p.Offset) + ")"
+	}
+	return s + ": record " + itoa(p.Index+1) + " (byte " + itoa64(p.Offset) + ")"
+}

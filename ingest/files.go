@@ -1,0 +1,187 @@
+package ingest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/klauspost/compress/gzip"
+)
+
+// Stdin is the path that names standard input.
+const Stdin = "-"
+
+// Input is one file (or standard input) to read.
+type Input struct {
+	Path string
+	Size int64 // on disk; 0 for stdin
+}
+
+// logName matches CloudTrail's log file names and captures their time:
+// ACCOUNT_CloudTrail_REGION_YYYYMMDDTHHmmZ_UNIQUE.json.gz
+var logName = regexp.MustCompile(`_CloudTrail_[a-z0-9-]+_(\d{8}T\d{4}Z)_[A-Za-z0-9]+\.json`)
+
+// IsLogFolderToSkip reports whether a folder holds no event logs
+// (CloudTrail-Digest, CloudTrail-Insight).
+func IsLogFolderToSkip(name string) bool {
+	return name == "CloudTrail-Digest" || name == "CloudTrail-Insight"
+}
+
+// SkipKey reports whether an S3 key or path is a digest or Insights object
+// rather than an event log.
+func SkipKey(key string) bool {
+	key = filepath.ToSlash(key)
+	return strings.Contains(key, "/CloudTrail-Digest/") || strings.Contains(key, "/CloudTrail-Insight/") ||
+		strings.HasPrefix(key, "CloudTrail-Digest/") || strings.HasPrefix(key, "CloudTrail-Insight/")
+}
+
+// Expand turns paths (files, folders, "-") into the inputs to read, in the
+// order events should be judged: by the delivery time in CloudTrail's file
+// name where there is one, then by path. Folders are walked recursively,
+// skipping CloudTrail-Digest and CloudTrail-Insight folders and hidden files.
+// A path that does not exist is an error.
+func Expand(paths []string) ([]Input, error) {
+	var out []Input
+	for _, p := range paths {
+		if p == Stdin {
+			out = append(out, Input{Path: Stdin})
+			continue
+		}
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, err
+		}
+		if !st.IsDir() {
+			out = append(out, Input{Path: p, Size: st.Size()})
+			continue
+		}
+		err = filepath.WalkDir(p, func(path string, e fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			name := e.Name()
+			if e.IsDir() {
+				if path != p && (IsLogFolderToSkip(name) || strings.HasPrefix(name, ".")) {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if strings.HasPrefix(name, ".") || !e.Type().IsRegular() || !isDataFile(name) {
+				return nil
+			}
+			info, err := e.Info()
+			if err != nil {
+				return err
+			}
+			out = append(out, Input{Path: path, Size: info.Size()})
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		ti, tj := deliveryTime(out[i].Path), deliveryTime(out[j].Path)
+		if ti != tj {
+			return ti < tj
+		}
+		return out[i].Path < out[j].Path
+	})
+	return out, nil
+}
+
+// isDataFile keeps JSON and gzip files when walking folders, so that READMEs
+// and licences beside recorded data are not read as input.
+func isDataFile(name string) bool {
+	n := strings.ToLower(name)
+	for _, ext := range []string{".json", ".json.gz", ".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".gz"} {
+		if strings.HasSuffix(n, ext) {
+			return true
+		}
+	}
+	return false
+}
+
+func deliveryTime(path string) string {
+	if m := logName.FindStringSubmatch(filepath.Base(path)); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// Open opens an input for reading, decompressing gzip (recognised by its
+// magic bytes, not its name).
+func Open(in Input) (io.ReadCloser, error) {
+	var f io.ReadCloser
+	if in.Path == Stdin {
+		f = stdin()
+	} else {
+		var err error
+		if f, err = os.Open(in.Path); err != nil {
+			return nil, err
+		}
+	}
+	r, err := Decompress(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", in.Path, err)
+	}
+	return &readCloser{Reader: r, close: f.Close}, nil
+}
+
+type readCloser struct {
+	io.Reader
+	close func() error
+}
+
+func (r *readCloser) Close() error { return r.close() }
+
+// Decompress returns a reader of r's content, gunzipped when r starts with
+// the gzip magic bytes. Concatenated gzip members are read in turn.
+func Decompress(r io.Reader) (io.Reader, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	head, err := br.Peek(2)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	if len(head) == 2 && head[0] == 0x1f && head[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("gzip: %w", err)
+		}
+		return &gzipReader{zr: zr}, nil
+	}
+	return br, nil
+}
+
+// gzipReader names gzip failures as such, so a truncated file reads as
+// "gzip: unexpected EOF" rather than a bare EOF.
+type gzipReader struct{ zr *gzip.Reader }
+
+func (g *gzipReader) Read(p []byte) (int, error) {
+	n, err := g.zr.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("gzip: %w", err)
+	}
+	return n, err
+}
+
+var stdinReader io.Reader
+
+// SetStdin replaces standard input for the path "-" (nil restores it).
+// It is for tests that run commands in-process.
+func SetStdin(r io.Reader) { stdinReader = r }
+
+func stdin() io.ReadCloser {
+	if stdinReader != nil {
+		return io.NopCloser(stdinReader)
+	}
+	return io.NopCloser(os.Stdin)
+}

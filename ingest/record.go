@@ -1,0 +1,402 @@
+package ingest
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// text is a JSON scalar read as a string: strings as they are, numbers and
+// booleans as written, null and anything else as empty. AWS is not always
+// consistent about types, and an unexpected type must not cost the record.
+type text string
+
+func (t *text) UnmarshalJSON(b []byte) error {
+	switch {
+	case len(b) == 0:
+	case b[0] == '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*t = text(s)
+	case b[0] == '{' || b[0] == '[' || b[0] == 'n':
+		*t = ""
+	default:
+		*t = text(b)
+	}
+	return nil
+}
+
+// rawRecord is the part of a CloudTrail record encwatch reads. Unknown fields
+// are ignored.
+type rawRecord struct {
+	EventVersion       text            `json:"eventVersion"`
+	UserIdentity       *rawIdentity    `json:"userIdentity"`
+	EventTime          text            `json:"eventTime"`
+	EventSource        text            `json:"eventSource"`
+	EventName          text            `json:"eventName"`
+	AWSRegion          text            `json:"awsRegion"`
+	SourceIPAddress    text            `json:"sourceIPAddress"`
+	UserAgent          text            `json:"userAgent"`
+	ErrorCode          text            `json:"errorCode"`
+	ErrorMessage       text            `json:"errorMessage"`
+	RequestParameters  json.RawMessage `json:"requestParameters"`
+	AdditionalData     json.RawMessage `json:"additionalEventData"`
+	EventID            text            `json:"eventID"`
+	Resources          []rawResource   `json:"resources"`
+	RecipientAccountID text            `json:"recipientAccountId"`
+}
+
+type rawIdentity struct {
+	Type           text `json:"type"`
+	PrincipalID    text `json:"principalId"`
+	ARN            text `json:"arn"`
+	AccountID      text `json:"accountId"`
+	AccessKeyID    text `json:"accessKeyId"`
+	UserName       text `json:"userName"`
+	InvokedBy      text `json:"invokedBy"`
+	SessionContext *struct {
+		SessionIssuer *struct {
+			ARN text `json:"arn"`
+		} `json:"sessionIssuer"`
+	} `json:"sessionContext"`
+}
+
+type rawResource struct {
+	Type      text `json:"type"`
+	ARN       text `json:"ARN"`
+	AccountID text `json:"accountId"`
+}
+
+// ErrNotRecord means a JSON object was read but it is not a CloudTrail record.
+var ErrNotRecord = errors.New("not a CloudTrail record (no eventSource or eventName)")
+
+// DecodeRecord decodes one CloudTrail record and normalises it. It does not
+// judge whether the record is an encryption event; see Event.IsEncryptionEvent.
+func DecodeRecord(raw []byte) (*Event, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' {
+		return nil, fmt.Errorf("record is not a JSON object")
+	}
+	var r rawRecord
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, describeJSONError(raw, err)
+	}
+	if r.EventSource == "" || r.EventName == "" {
+		return nil, ErrNotRecord
+	}
+	sum := sha256.Sum256(raw)
+	ev := &Event{
+		ID:        string(r.EventID),
+		Name:      string(r.EventName),
+		Source:    string(r.EventSource),
+		TimeRaw:   string(r.EventTime),
+		Region:    string(r.AWSRegion),
+		Version:   string(r.EventVersion),
+		ErrorCode: string(r.ErrorCode),
+		ErrorMsg:  string(r.ErrorMessage),
+		SourceIP:  string(r.SourceIPAddress),
+		UserAgent: string(r.UserAgent),
+		Digest:    hex.EncodeToString(sum[:16]),
+	}
+	if t, err := time.Parse(time.RFC3339Nano, ev.TimeRaw); err == nil {
+		ev.Time = t.UTC()
+	}
+	if id := r.UserIdentity; id != nil {
+		ev.Actor = Actor{
+			Type:        string(id.Type),
+			ARN:         string(id.ARN),
+			AccountID:   string(id.AccountID),
+			PrincipalID: string(id.PrincipalID),
+			UserName:    string(id.UserName),
+			InvokedBy:   string(id.InvokedBy),
+			AccessKeyID: string(id.AccessKeyID),
+		}
+		if sc := id.SessionContext; sc != nil && sc.SessionIssuer != nil {
+			ev.Actor.IssuerARN = string(sc.SessionIssuer.ARN)
+		}
+	}
+	params := parseParams(r.RequestParameters)
+	ev.Encryption = params.encryption
+	ev.Bucket = normaliseBucket(&r, params, ev)
+	ev.Account = firstNonEmpty(string(r.RecipientAccountID), ev.Bucket.Account, ev.Actor.AccountID)
+	if ev.Bucket.Account == "" {
+		ev.Bucket.Account = ev.Account
+	}
+	if ev.Bucket.ARN == "" && ev.Bucket.Name != "" {
+		ev.Bucket.ARN = bucketARN(ev.Bucket)
+	}
+	return ev, nil
+}
+
+type params struct {
+	bucketName string
+	host       string
+	encryption Encryption
+}
+
+// parseParams reads requestParameters. Keys are matched case-insensitively
+// because older records write "host" as an array where newer ones write
+// "Host" as a string.
+func parseParams(raw json.RawMessage) params {
+	var p params
+	if len(raw) == 0 || raw[0] != '{' {
+		return p
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil {
+		return p
+	}
+	for k, v := range m {
+		switch strings.ToLower(k) {
+		case "bucketname":
+			p.bucketName = scalar(v)
+		case "host":
+			p.host = scalar(v)
+		case "serversideencryptionconfiguration":
+			p.encryption = parseSSEConfig(v)
+		}
+	}
+	return p
+}
+
+// scalar reads a JSON string, or the first string of an array of strings.
+func scalar(v json.RawMessage) string {
+	v = bytes.TrimSpace(v)
+	if len(v) > 0 && v[0] == '[' {
+		var a []text
+		if json.Unmarshal(v, &a) == nil && len(a) > 0 {
+			return string(a[0])
+		}
+		return ""
+	}
+	var t text
+	if json.Unmarshal(v, &t) != nil {
+		return ""
+	}
+	return string(t)
+}
+
+type rawSSERule struct {
+	Default *struct {
+		SSEAlgorithm   text `json:"SSEAlgorithm"`
+		KMSMasterKeyID text `json:"KMSMasterKeyID"`
+	} `json:"ApplyServerSideEncryptionByDefault"`
+	BucketKeyEnabled json.RawMessage `json:"BucketKeyEnabled"`
+}
+
+// parseSSEConfig reads ServerSideEncryptionConfiguration. Rule is an object
+// for one rule and an array for several; anything unreadable leaves a rule
+// without an algorithm, which the rules engine reports.
+func parseSSEConfig(v json.RawMessage) Encryption {
+	enc := Encryption{Present: true}
+	var cfg struct {
+		Rule json.RawMessage `json:"Rule"`
+	}
+	if json.Unmarshal(v, &cfg) != nil {
+		return enc
+	}
+	rule := bytes.TrimSpace(cfg.Rule)
+	var rules []json.RawMessage
+	switch {
+	case len(rule) == 0:
+	case rule[0] == '[':
+		_ = json.Unmarshal(rule, &rules)
+	case rule[0] == '{':
+		rules = []json.RawMessage{rule}
+	}
+	for _, rr := range rules {
+		var r rawSSERule
+		if json.Unmarshal(rr, &r) != nil {
+			enc.Rules = append(enc.Rules, EncryptionRule{})
+			continue
+		}
+		var out EncryptionRule
+		if r.Default != nil {
+			out.Algorithm = strings.TrimSpace(string(r.Default.SSEAlgorithm))
+			out.KMSKeyID = strings.TrimSpace(string(r.Default.KMSMasterKeyID))
+		}
+		out.BucketKeyEnabled, out.BucketKeySet = parseBool(r.BucketKeyEnabled)
+		enc.Rules = append(enc.Rules, out)
+	}
+	return enc
+}
+
+// parseBool reads a JSON boolean or the strings "true"/"false". Only true
+// and "true" count as on.
+func parseBool(v json.RawMessage) (value, set bool) {
+	v = bytes.TrimSpace(v)
+	if len(v) == 0 || string(v) == "null" {
+		return false, false
+	}
+	var t text
+	if json.Unmarshal(v, &t) != nil {
+		return false, true
+	}
+	b, err := strconv.ParseBool(strings.TrimSpace(string(t)))
+	return err == nil && b, true
+}
+
+func normaliseBucket(r *rawRecord, p params, ev *Event) Bucket {
+	b := Bucket{Name: p.bucketName, Region: ev.Region}
+	for _, res := range r.Resources {
+		switch string(res.Type) {
+		case "AWS::S3::Bucket", "AWS::S3Express::DirectoryBucket":
+			if b.ARN == "" {
+				b.ARN = string(res.ARN)
+				b.Account = string(res.AccountID)
+			}
+		}
+	}
+	if b.Name == "" && b.ARN != "" {
+		b.Name = nameFromARN(b.ARN)
+	}
+	if b.Name == "" && p.host != "" {
+		b.Name = nameFromHost(p.host)
+	}
+	if ev.Source == SourceS3Express || strings.HasSuffix(b.Name, "--x-s3") {
+		b.Type = BucketDirectory
+		b.Zone = zoneFromName(b.Name)
+		if b.Zone == "" {
+			b.Zone = availabilityZone(r.AdditionalData)
+		}
+	} else {
+		b.Type = BucketGeneralPurpose
+	}
+	if b.Account == "" && b.ARN != "" {
+		b.Account = accountFromARN(b.ARN)
+	}
+	return b
+}
+
+// nameFromARN reads the bucket name from arn:aws:s3:::NAME,
+// arn:aws:s3express:REGION:ACCOUNT:bucket/NAME or the form without bucket/.
+func nameFromARN(arn string) string {
+	parts := strings.SplitN(arn, ":", 6)
+	if len(parts) < 6 {
+		return ""
+	}
+	return strings.TrimPrefix(parts[5], "bucket/")
+}
+
+func accountFromARN(arn string) string {
+	parts := strings.SplitN(arn, ":", 6)
+	if len(parts) < 6 {
+		return ""
+	}
+	return parts[4]
+}
+
+// nameFromHost reads a virtual-hosted bucket name from a Host header such as
+// NAME.s3.amazonaws.com or NAME.s3express-usw2-az1.us-west-2.amazonaws.com.
+func nameFromHost(host string) string {
+	for _, marker := range []string{".s3express-", ".s3.", ".s3-"} {
+		if i := strings.Index(host, marker); i > 0 {
+			return host[:i]
+		}
+	}
+	return ""
+}
+
+// zoneFromName reads the zone ID of a directory bucket name
+// base-name--usw2-az1--x-s3.
+func zoneFromName(name string) string {
+	s := strings.TrimSuffix(name, "--x-s3")
+	if s == name {
+		return ""
+	}
+	i := strings.LastIndex(s, "--")
+	if i < 0 {
+		return ""
+	}
+	return s[i+2:]
+}
+
+func availabilityZone(raw json.RawMessage) string {
+	if len(raw) == 0 || raw[0] != '{' {
+		return ""
+	}
+	var a struct {
+		AZ text `json:"availabilityZone"`
+	}
+	_ = json.Unmarshal(raw, &a)
+	return string(a.AZ)
+}
+
+func bucketARN(b Bucket) string {
+	partition := Partition(b.Region)
+	if b.Type == BucketDirectory {
+		return "arn:" + partition + ":s3express:" + b.Region + ":" + b.Account + ":bucket/" + b.Name
+	}
+	return "arn:" + partition + ":s3:::" + b.Name
+}
+
+// Partition returns the ARN partition of a Region.
+func Partition(region string) string {
+	switch {
+	case strings.HasPrefix(region, "cn-"):
+		return "aws-cn"
+	case strings.HasPrefix(region, "us-gov-"):
+		return "aws-us-gov"
+	case strings.HasPrefix(region, "us-iso-"):
+		return "aws-iso"
+	case strings.HasPrefix(region, "us-isob-"):
+		return "aws-iso-b"
+	}
+	return "aws"
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// describeJSONError turns a JSON error into one that says where in the record
+// it is (line and column within the record).
+func describeJSONError(raw []byte, err error) error {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		line, col := lineCol(raw, se.Offset)
+		return &SyntaxError{Offset: se.Offset, Line: line, Col: col, Msg: se.Error()}
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Errorf("field %q: %w", te.Field, err)
+	}
+	return err
+}
+
+// SyntaxError is a JSON syntax error inside one record; Offset, Line and Col
+// are relative to the start of the record.
+type SyntaxError struct {
+	Offset    int64
+	Line, Col int
+	Msg       string
+}
+
+func (e *SyntaxError) Error() string {
+	return fmt.Sprintf("invalid JSON at line %d column %d of the record: %s", e.Line, e.Col, e.Msg)
+}
+
+func lineCol(b []byte, off int64) (line, col int) {
+	if off > int64(len(b)) {
+		off = int64(len(b))
+	}
+	line = 1 + bytes.Count(b[:off], []byte{'\n'})
+	col = int(off) - bytes.LastIndexByte(b[:off], '\n')
+	return line, col
+}
+
+func itoa(i int) string     { return strconv.Itoa(i) }
+func itoa64(i int64) string { return strconv.FormatInt(i, 10) }

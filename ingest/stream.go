@@ -1,0 +1,302 @@
+package ingest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// DefaultMaxRecordBytes bounds one record. CloudTrail records are at most a
+// few hundred KB; anything far larger is hostile or broken.
+const DefaultMaxRecordBytes = 8 << 20
+
+const chunkSize = 1 << 20
+
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+
+// Stats counts what one decode saw.
+type Stats struct {
+	Bytes      int64 // decompressed bytes read
+	Records    int64 // records seen (counted, not decoded, when skipped)
+	Candidates int64 // records that passed the prefilter and were decoded
+	Events     int64 // encryption events emitted
+	Errors     int64 // records or inputs that could not be read
+}
+
+// Add adds o to s.
+func (s *Stats) Add(o Stats) {
+	s.Bytes += o.Bytes
+	s.Records += o.Records
+	s.Candidates += o.Candidates
+	s.Events += o.Events
+	s.Errors += o.Errors
+}
+
+// Decoder reads one stream of CloudTrail data in any envelope and emits its
+// encryption events. A Decoder is used for one stream at a time.
+type Decoder struct {
+	// Source names the stream in positions and errors (file path, S3 key).
+	Source string
+	// MaxRecordBytes bounds one record; 0 means DefaultMaxRecordBytes.
+	MaxRecordBytes int
+	// OnEvent receives each encryption event, in stream order. An error
+	// stops the decode and is returned.
+	OnEvent func(*Event) error
+	// OnError receives each record or part of the input that could not be
+	// read; the decode goes on after it.
+	OnError func(pos Position, err error)
+
+	stats   Stats
+	w       window
+	stopErr error
+	lineOff int64 // newlines are counted up to this absolute offset
+	line    int   // 1-based line at lineOff
+	items   int   // items seen by the generic path
+}
+
+// Decode reads r to its end. It returns the stats and an error only when
+// the stream itself failed (a read error, a truncated gzip, or OnEvent's
+// error); bad records are reported through OnError and counted.
+func (d *Decoder) Decode(r io.Reader) (Stats, error) {
+	d.stats = Stats{}
+	max := d.MaxRecordBytes
+	if max <= 0 {
+		max = DefaultMaxRecordBytes
+	}
+	bp := chunkPool.Get().(*[]byte)
+	d.w = window{r: r, buf: *bp, max: max + chunkSize}
+	d.lineOff, d.line, d.items = 0, 1, 0
+	defer func() {
+		if len(d.w.buf) == chunkSize {
+			*bp = d.w.buf
+		}
+		chunkPool.Put(bp)
+		d.w = window{}
+	}()
+	var err error
+	d.w.more(0)
+	start := skipBOMAndSpace(d.w.data())
+	if bytes.HasPrefix(d.w.data()[start:], compactPrefix) {
+		err = d.compact()
+	} else {
+		err = d.generic()
+	}
+	d.stats.Bytes = d.w.base + int64(d.w.n)
+	if err == nil && d.w.err != nil {
+		err = d.w.err
+	}
+	if err != nil && !errors.Is(err, errStop) {
+		d.stats.Errors++
+	}
+	if errors.Is(err, errStop) {
+		err = d.stopErr
+	}
+	return d.stats, err
+}
+
+var errStop = errors.New("stopped")
+
+func (d *Decoder) report(pos Position, err error) {
+	d.stats.Errors++
+	if d.OnError != nil {
+		d.OnError(pos, err)
+	}
+}
+
+func skipBOMAndSpace(b []byte) int {
+	i := 0
+	if bytes.HasPrefix(b, []byte("\xef\xbb\xbf")) {
+		i = 3
+	}
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	return i
+}
+
+// window is a sliding buffer over the stream. Offsets are absolute.
+type window struct {
+	r    io.Reader
+	buf  []byte
+	n    int   // valid bytes in buf[:n]
+	base int64 // absolute offset of buf[0]
+	eof  bool
+	err  error
+	max  int
+}
+
+func (w *window) data() []byte { return w.buf[:w.n] }
+func (w *window) end() int64   { return w.base + int64(w.n) }
+
+// at returns the byte at absolute offset off, which must be in the window.
+func (w *window) at(off int64) byte { return w.buf[off-w.base] }
+
+// slice returns the bytes between absolute offsets.
+func (w *window) slice(from, to int64) []byte { return w.buf[from-w.base : to-w.base] }
+
+// more drops the bytes before the absolute offset keep and reads more. It
+// returns false when nothing more can be read (end of stream, read error,
+// or the kept bytes already fill the largest buffer allowed).
+func (w *window) more(keep int64) bool {
+	if w.eof || w.err != nil {
+		return false
+	}
+	if k := int(keep - w.base); k > 0 {
+		if k > w.n {
+			k = w.n
+		}
+		copy(w.buf, w.buf[k:w.n])
+		w.n -= k
+		w.base += int64(k)
+	}
+	if w.n == len(w.buf) {
+		if len(w.buf) >= w.max {
+			return false
+		}
+		nb := make([]byte, min(2*len(w.buf), w.max))
+		copy(nb, w.buf[:w.n])
+		w.buf = nb
+	}
+	got := 0
+	for w.n < len(w.buf) {
+		m, err := w.r.Read(w.buf[w.n:])
+		w.n += m
+		got += m
+		if err == io.EOF {
+			w.eof = true
+			break
+		}
+		if err != nil {
+			w.err = err
+			break
+		}
+	}
+	return got > 0
+}
+
+// compact reads a CloudTrail log file as CloudTrail writes it. It searches
+// the decompressed bytes for the needle only; around each match it finds
+// the record (backwards to the record marker, forwards by nesting) and
+// decodes that record alone. Records without a match are counted by their
+// marker and never looked at.
+func (d *Decoder) compact() error {
+	w := &d.w
+	var search, counted int64 // absolute offsets: next needle search, markers counted up to
+	for {
+		data := w.data()
+		h := -1
+		if rel := int(search - w.base); rel < len(data) {
+			if i := bytes.Index(data[rel:], needle); i >= 0 {
+				h = rel + i
+			}
+		}
+		if h < 0 {
+			// No match in what is buffered: count the records, keep the last
+			// (possibly partial) record and read on.
+			limit := w.end() - int64(len(recordMarker)) + 1
+			d.countMarkers(&counted, limit)
+			search = max(search, w.end()-int64(len(needle))+1)
+			keep := min(search, counted)
+			if last := bytes.LastIndex(data, recordMarker); last >= 0 {
+				keep = min(keep, w.base+int64(last))
+			}
+			if !w.more(keep) {
+				if w.n == len(w.buf) && !w.eof && w.err == nil {
+					// Nothing fits any more: a record larger than the limit.
+					d.report(Position{Source: d.Source, Offset: keep}, fmt.Errorf("record larger than %d bytes skipped", d.maxRecord()))
+					search, counted = w.end(), w.end()
+					w.more(w.end())
+					continue
+				}
+				return nil
+			}
+			continue
+		}
+		hit := w.base + int64(h)
+		startRel := bytes.LastIndex(data[:h], recordMarker)
+		if startRel < 0 {
+			d.report(Position{Source: d.Source, Offset: hit}, errors.New("match outside any record: file is not in CloudTrail's compact layout here"))
+			search = hit + 1
+			continue
+		}
+		start := w.base + int64(startRel)
+		d.countMarkers(&counted, start+1)
+		index := int(d.stats.Records - 1)
+		var sc valueScanner
+		end := sc.scan(data[startRel:])
+		if end < 0 {
+			if !w.more(min(start, counted)) {
+				if w.eof || w.err != nil {
+					d.report(Position{Source: d.Source, Index: index, Offset: start}, errors.New("record truncated at end of input"))
+					return nil
+				}
+				d.report(Position{Source: d.Source, Index: index, Offset: start}, fmt.Errorf("record larger than %d bytes skipped", d.maxRecord()))
+				search, counted = w.end(), w.end()
+				w.more(w.end())
+			}
+			continue
+		}
+		endAbs := start + int64(end)
+		if endAbs <= hit {
+			d.report(Position{Source: d.Source, Index: index, Offset: hit}, errors.New("match outside any record: file is not in CloudTrail's compact layout here"))
+			search = hit + 1
+			continue
+		}
+		if err := d.record(w.slice(start, endAbs), Position{Source: d.Source, Index: index, Offset: start}); err != nil {
+			return err
+		}
+		search = endAbs
+	}
+}
+
+func (d *Decoder) maxRecord() int {
+	if d.MaxRecordBytes > 0 {
+		return d.MaxRecordBytes
+	}
+	return DefaultMaxRecordBytes
+}
+
+// countMarkers counts the records that start in [*from, to).
+func (d *Decoder) countMarkers(from *int64, to int64) {
+	if to <= *from {
+		return
+	}
+	w := &d.w
+	a := *from
+	if a < w.base {
+		a = w.base
+	}
+	b := min(to+int64(len(recordMarker))-1, w.end())
+	if b > a {
+		d.stats.Records += int64(bytes.Count(w.slice(a, b), recordMarker))
+	}
+	*from = to
+}
+
+// record handles one raw record of the compact path.
+func (d *Decoder) record(raw []byte, pos Position) error {
+	d.stats.Candidates++
+	ev, err := DecodeRecord(raw)
+	if err != nil {
+		d.report(pos, err)
+		return nil
+	}
+	return d.emit(ev, pos)
+}
+
+func (d *Decoder) emit(ev *Event, pos Position) error {
+	if !ev.IsEncryptionEvent() {
+		return nil
+	}
+	ev.Origin = pos
+	d.stats.Events++
+	if d.OnEvent != nil {
+		if err := d.OnEvent(ev); err != nil {
+			d.stopErr = err
+			return errStop
+		}
+	}
+	return nil
+}

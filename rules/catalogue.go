@@ -1,0 +1,86 @@
+package rules
+
+// Rule IDs of the built-in catalogue.
+const (
+	EncryptionDeleted             = "encryption-deleted"
+	AlgorithmNotAllowed           = "algorithm-not-allowed"
+	DirectoryAlgorithmUnsupported = "directory-algorithm-unsupported"
+	DirectoryKMSKeyAlias          = "directory-kms-key-alias"
+	KMSAWSManagedKey              = "kms-aws-managed-key"
+	KMSKeyNotAllowed              = "kms-key-not-allowed"
+	KMSKeyRegionMismatch          = "kms-key-region-mismatch"
+	DirectoryKMSKeyChanged        = "directory-kms-key-changed"
+	BucketKeyDisabled             = "bucket-key-disabled"
+	EncryptionChangeFailed        = "encryption-change-failed"
+	PrincipalNotAllowed           = "principal-not-allowed"
+	RootPrincipal                 = "root-principal"
+	EncryptionReadBurst           = "encryption-read-burst"
+	EncryptionConfigUnreadable    = "encryption-config-unreadable"
+)
+
+// Definition describes one rule of the catalogue.
+type Definition struct {
+	ID          string
+	Severity    Severity // default; some rules vary it by bucket type, see SeverityNote
+	SeverityNote string
+	Description string
+	Remediation string
+	Stateful    bool
+}
+
+// Catalogue lists the built-in rules in the order their findings are
+// reported.
+var Catalogue = []Definition{
+	{ID: EncryptionDeleted, Severity: High, SeverityNote: "low if AES256 is allowed for the bucket",
+		Description: "a DeleteBucketEncryption succeeded: the bucket is back on SSE-S3",
+		Remediation: "Restore the bucket's default encryption with PutBucketEncryption using an allowed algorithm and key, and find out why it was deleted."},
+	{ID: AlgorithmNotAllowed, Severity: High,
+		Description: "a PutBucketEncryption succeeded with an algorithm outside the policy's allowed set",
+		Remediation: "Set the bucket's default encryption to an allowed algorithm with PutBucketEncryption, or add an override for the bucket in policy.buckets if this is intended."},
+	{ID: DirectoryAlgorithmUnsupported, Severity: Medium,
+		Description: "a PutBucketEncryption on a directory bucket names an algorithm other than AES256 or aws:kms (DSSE-KMS and SSE-C are not supported)",
+		Remediation: "Directory buckets support only SSE-S3 (AES256) and SSE-KMS (aws:kms) as default encryption; fix the caller's configuration."},
+	{ID: DirectoryKMSKeyAlias, Severity: Medium,
+		Description: "a PutBucketEncryption on a directory bucket gives the KMS key as an alias (directory buckets need a key ID or key ARN)",
+		Remediation: "Give the customer managed key by key ID or key ARN; directory buckets do not accept aliases."},
+	{ID: KMSAWSManagedKey, Severity: High, SeverityNote: "high for directory buckets, medium for general purpose",
+		Description: "a PutBucketEncryption succeeded with SSE-KMS and no key, or with the AWS managed key alias/aws/s3",
+		Remediation: "Use a customer managed KMS key you control (key policy, rotation, audit); directory buckets do not support the AWS managed key."},
+	{ID: KMSKeyNotAllowed, Severity: High,
+		Description: "a PutBucketEncryption succeeded with a KMS key that matches no policy.allowedKMSKeys entry",
+		Remediation: "Set the bucket's default encryption to an approved key, or add the key to policy.allowedKMSKeys."},
+	{ID: KMSKeyRegionMismatch, Severity: Medium,
+		Description: "a PutBucketEncryption names a KMS key ARN whose Region differs from the event's Region",
+		Remediation: "Use a KMS key in the bucket's Region; S3 requires the key and the bucket to be in the same Region."},
+	{ID: DirectoryKMSKeyChanged, Severity: High, Stateful: true,
+		Description: "a PutBucketEncryption on a directory bucket names a customer managed key other than the one set on it earlier (one key per bucket lifetime)",
+		Remediation: "A directory bucket keeps one customer managed key for its lifetime; keep the original key, or create a new bucket for the new key."},
+	{ID: BucketKeyDisabled, Severity: Low, SeverityNote: "low for general purpose, medium for directory buckets",
+		Description: "a PutBucketEncryption succeeded with SSE-KMS and BucketKeyEnabled false or absent",
+		Remediation: "Set BucketKeyEnabled to true to cut KMS request costs (directory buckets always use S3 Bucket Keys)."},
+	{ID: EncryptionChangeFailed, Severity: Medium,
+		Description: "a PutBucketEncryption or DeleteBucketEncryption failed: a denied or broken change attempt",
+		Remediation: "Check who tried to change the bucket's encryption and why the call failed (errorCode in the event)."},
+	{ID: PrincipalNotAllowed, Severity: High,
+		Description: "a PutBucketEncryption or DeleteBucketEncryption succeeded by a caller outside policy.allowedPrincipals",
+		Remediation: "Review the change and the caller's permissions; restrict s3:PutEncryptionConfiguration to the allowed principals."},
+	{ID: RootPrincipal, Severity: High,
+		Description: "a PutBucketEncryption or DeleteBucketEncryption succeeded by the account root user",
+		Remediation: "Review the change; the root user should not be used for routine changes."},
+	{ID: EncryptionReadBurst, Severity: Low, Stateful: true,
+		Description: "one caller ran GetBucketEncryption on at least readBurst.buckets distinct buckets within readBurst.window (one alert per burst)",
+		Remediation: "Check whether the caller is an inventory tool or reconnaissance."},
+	{ID: EncryptionConfigUnreadable, Severity: Medium,
+		Description: "a PutBucketEncryption succeeded but no algorithm can be read from its request",
+		Remediation: "Read the bucket's encryption with GetBucketEncryption to learn what was set."},
+}
+
+// Lookup returns the catalogue entry of a rule ID, or nil.
+func Lookup(id string) *Definition {
+	for i := range Catalogue {
+		if Catalogue[i].ID == id {
+			return &Catalogue[i]
+		}
+	}
+	return nil
+}

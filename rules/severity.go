@@ -1,0 +1,88 @@
+// Package rules judges encryption events: the policy, the rule catalogue,
+// the engine that applies them, and the bucket state the stateful rules keep.
+package rules
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Severity orders findings from info to critical.
+type Severity int
+
+// Severities, in increasing order.
+const (
+	Info Severity = iota + 1
+	Low
+	Medium
+	High
+	Critical
+)
+
+var severityNames = []string{"", "info", "low", "medium", "high", "critical"}
+
+func (s Severity) String() string {
+	if s < Info || s > Critical {
+		return "unknown"
+	}
+	return severityNames[s]
+}
+
+// ParseSeverity reads a severity name (case-insensitive).
+func ParseSeverity(s string) (Severity, error) {
+	for i, n := range severityNames {
+		if i > 0 && strings.EqualFold(s, n) {
+			return Severity(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown severity %q (want info, low, medium, high or critical)", s)
+}
+
+// UnmarshalYAML reads a severity name.
+func (s *Severity) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseSeverity(n.Value)
+	if err != nil {
+		return lineError(n, err.Error())
+	}
+	*s = v
+	return nil
+}
+
+// MarshalYAML writes the severity name.
+func (s Severity) MarshalYAML() (any, error) { return s.String(), nil }
+
+// MarshalText writes the severity name.
+func (s Severity) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Duration is a time.Duration written as "30s", "20m" or "24h" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML reads a Go duration string; "d" is accepted for days.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v := strings.TrimSpace(n.Value)
+	mult := time.Duration(1)
+	if strings.HasSuffix(v, "d") {
+		v, mult = strings.TrimSuffix(v, "d")+"h", 24
+	}
+	t, err := time.ParseDuration(v)
+	if err != nil {
+		return lineError(n, fmt.Sprintf("invalid duration %q (want e.g. 30s, 20m, 24h)", n.Value))
+	}
+	*d = Duration(t * mult)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// lineError reports a bad value the way the YAML decoder reports its own
+// type errors, so that decoding goes on and the loader can name the key.
+func lineError(n *yaml.Node, msg string) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", n.Line, msg)}}
+}
