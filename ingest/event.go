@@ -75,14 +75,14 @@ func (e *Event) Key() string {
 
 // Actor is the caller of an API request (userIdentity).
 type Actor struct {
-	Type          string // IAMUser, AssumedRole, Root, AWSService, ...; may be empty
-	ARN           string
-	AccountID     string
-	PrincipalID   string
-	UserName      string
-	IssuerARN     string // sessionContext.sessionIssuer.arn (the role ARN for AssumedRole)
-	InvokedBy     string
-	AccessKeyID   string
+	Type        string // IAMUser, AssumedRole, Root, AWSService, ...; may be empty
+	ARN         string
+	AccountID   string
+	PrincipalID string
+	UserName    string
+	IssuerARN   string // sessionContext.sessionIssuer.arn (the role ARN for AssumedRole)
+	InvokedBy   string
+	AccessKeyID string
 }
 
 // Bucket is the bucket an event concerns.

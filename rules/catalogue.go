@@ -20,12 +20,12 @@ const (
 
 // Definition describes one rule of the catalogue.
 type Definition struct {
-	ID          string
-	Severity    Severity // default; some rules vary it by bucket type, see SeverityNote
+	ID           string
+	Severity     Severity // default; some rules vary it by bucket type, see SeverityNote
 	SeverityNote string
-	Description string
-	Remediation string
-	Stateful    bool
+	Description  string
+	Remediation  string
+	Stateful     bool
 }
 
 // Catalogue lists the built-in rules in the order their findings are

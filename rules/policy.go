@@ -11,14 +11,14 @@ import (
 // Policy is the organisation's encryption policy (the policy section of the
 // configuration). The zero value is not valid; start from DefaultPolicy.
 type Policy struct {
-	DirectoryBuckets      BucketPolicy       `yaml:"directoryBuckets"`
-	GeneralPurposeBuckets BucketPolicy       `yaml:"generalPurposeBuckets"`
-	AllowedKMSKeys        []string           `yaml:"allowedKMSKeys"`
-	AllowedPrincipals     []string           `yaml:"allowedPrincipals"`
-	ReadBurst             ReadBurst          `yaml:"readBurst"`
-	Buckets               []BucketOverride   `yaml:"buckets"`
+	DirectoryBuckets      BucketPolicy        `yaml:"directoryBuckets"`
+	GeneralPurposeBuckets BucketPolicy        `yaml:"generalPurposeBuckets"`
+	AllowedKMSKeys        []string            `yaml:"allowedKMSKeys"`
+	AllowedPrincipals     []string            `yaml:"allowedPrincipals"`
+	ReadBurst             ReadBurst           `yaml:"readBurst"`
+	Buckets               []BucketOverride    `yaml:"buckets"`
 	Severity              map[string]Severity `yaml:"severity"`
-	Disabled              []string           `yaml:"disabled"`
+	Disabled              []string            `yaml:"disabled"`
 }
 
 // BucketPolicy holds the settings of one bucket type.

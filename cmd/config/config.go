@@ -9,14 +9,14 @@ import (
 
 // Config is the whole configuration file (DESIGN.md section 3).
 type Config struct {
-	State       State          `yaml:"state"`
-	HTTP        HTTP           `yaml:"http"`
-	Log         Log            `yaml:"log"`
-	Sources     Sources        `yaml:"sources"`
-	Sinks       Sinks          `yaml:"sinks"`
-	Policy      rules.Policy   `yaml:"policy"`
-	CustomRules []CustomRule   `yaml:"customRules"`
-	Limits      Limits         `yaml:"limits"`
+	State       State        `yaml:"state"`
+	HTTP        HTTP         `yaml:"http"`
+	Log         Log          `yaml:"log"`
+	Sources     Sources      `yaml:"sources"`
+	Sinks       Sinks        `yaml:"sinks"`
+	Policy      rules.Policy `yaml:"policy"`
+	CustomRules []CustomRule `yaml:"customRules"`
+	Limits      Limits       `yaml:"limits"`
 }
 
 // State is where durable state lives.
