@@ -320,16 +320,18 @@ func (d *Decoder) item(raw []byte, pos Position, nested int) error {
 		d.report(pos, describeJSONError(raw, err))
 		return nil
 	}
+	// Envelopes first: encoding/json matches keys case-insensitively, so a
+	// LookupEvents element's EventSource would pass for eventSource.
 	switch {
-	case p.EventSource != "" || p.EventName != "":
-		d.stats.Records++
-		return d.record(raw, pos)
 	case p.CloudTrailEvent != nil:
 		d.stats.Records++
 		return d.record([]byte(*p.CloudTrailEvent), pos)
 	case len(p.Detail) > 0 && p.DetailType != "":
 		d.stats.Records++
 		return d.record(p.Detail, pos)
+	case p.EventSource != "" || p.EventName != "":
+		d.stats.Records++
+		return d.record(raw, pos)
 	case len(p.Records) > 0 && nested < 2:
 		return d.elements(p.Records, pos, nested)
 	case len(p.Events) > 0 && nested < 2:

@@ -227,6 +227,9 @@ func (d *Decoder) compact() error {
 		var sc valueScanner
 		end := sc.scan(data[startRel:])
 		if end < 0 {
+			// The record goes on past the buffer: keep it, read on, and
+			// search again from this match.
+			search = hit
 			if !w.more(min(start, counted)) {
 				if w.eof || w.err != nil {
 					d.report(Position{Source: d.Source, Index: index, Offset: start}, errors.New("record truncated at end of input"))

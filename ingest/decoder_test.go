@@ -1,0 +1,214 @@
+package ingest_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/encwatch/encwatch/ingest"
+)
+
+func decode(t *testing.T, r io.Reader, maxRecord int) ([]*ingest.Event, []string, ingest.Stats, error) {
+	t.Helper()
+	var evs []*ingest.Event
+	var errs []string
+	d := ingest.Decoder{
+		Source:         "test",
+		MaxRecordBytes: maxRecord,
+		OnEvent:        func(e *ingest.Event) error { evs = append(evs, e); return nil },
+		OnError:        func(p ingest.Position, err error) { errs = append(errs, p.String()+": "+err.Error()) },
+	}
+	dr, err := ingest.Decompress(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := d.Decode(dr)
+	return evs, errs, st, err
+}
+
+func record(id, name, extra string) string {
+	return `{"eventVersion":"1.09","eventTime":"2026-01-01T00:00:00Z","eventSource":"s3.amazonaws.com","eventName":"` + name +
+		`","awsRegion":"us-east-1","requestParameters":{"bucketName":"b-` + id + `","Host":"b.s3.amazonaws.com"` + extra + `},"eventID":"` + id + `","recipientAccountId":"111122223333"}`
+}
+
+func ids(evs []*ingest.Event) string {
+	var s []string
+	for _, e := range evs {
+		s = append(s, e.ID)
+	}
+	return strings.Join(s, ",")
+}
+
+func TestEnvelopes(t *testing.T) {
+	put := record("p1", "PutBucketEncryption", `,"ServerSideEncryptionConfiguration":{"Rule":{"ApplyServerSideEncryptionByDefault":{"SSEAlgorithm":"AES256"}}}`)
+	del := record("d1", "DeleteBucketEncryption", "")
+	other := record("o1", "GetBucketAcl", "")
+	quoted := func(s string) string { b := new(bytes.Buffer); fmt.Fprintf(b, "%q", s); return b.String() }
+	tests := []struct {
+		name, in, want string
+		errs           int
+	}{
+		{"compact log file", `{"Records":[` + put + `,` + other + `,` + del + `]}`, "p1,d1", 0},
+		{"pretty log file", "{\n  \"Records\": [\n" + put + ",\n" + other + ",\n" + del + "\n  ]\n}\n", "p1,d1", 0},
+		{"JSON array", "[" + put + ",\n" + del + "]", "p1,d1", 0},
+		{"JSON lines", put + "\n" + other + "\n" + del + "\n", "p1,d1", 0},
+		{"single record", put, "p1", 0},
+		{"LookupEvents output", `{"NextToken":"x","Events":[{"EventId":"p1","EventName":"PutBucketEncryption","EventSource":"s3.amazonaws.com","CloudTrailEvent":` + quoted(put) + `}]}`, "p1", 0},
+		{"LookupEvents output, Events first", `{"Events":[{"EventName":"DeleteBucketEncryption","CloudTrailEvent":` + quoted(del) + `}]}`, "d1", 0},
+		{"EventBridge", `{"version":"0","detail-type":"AWS API Call via CloudTrail","source":"aws.s3","detail":` + del + `}`, "d1", 0},
+		{"JSON lines of log files", `{"Records":[` + put + "]}\n" + `{"Records":[` + del + "]}\n", "p1,d1", 0},
+		{"byte order mark", "\xef\xbb\xbf" + put, "p1", 0},
+		{"broken line in JSON lines", put + "\n" + `{"eventName":"DeleteBucketEncryption", broken}` + "\n" + del + "\n", "p1,d1", 1},
+		{"not JSON", "eventVersion: 1.09\nfoo: bar\n", "", 1},
+		{"truncated record", put + "\n" + del[:len(del)-20], "p1", 1},
+		{"scalar in array", "[" + put + ", 42, " + del + "]", "p1,d1", 1},
+		{"unknown shape holding the needle", `{"hello":"PutBucketEncryption"}`, "", 1},
+		{"empty log file", `{"Records":[]}`, "", 0},
+		{"empty input", ``, "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			evs, errs, _, err := decode(t, strings.NewReader(tt.in), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ids(evs); got != tt.want {
+				t.Errorf("events %q, want %q", got, tt.want)
+			}
+			if len(errs) != tt.errs {
+				t.Errorf("%d errors, want %d: %v", len(errs), tt.errs, errs)
+			}
+		})
+	}
+}
+
+// chunkReader returns the data in random small pieces, to move every
+// record across read and buffer boundaries.
+type chunkReader struct {
+	data []byte
+	rng  *rand.Rand
+	max  int
+}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := min(1+c.rng.IntN(c.max), len(p), len(c.data))
+	copy(p, c.data[:n])
+	c.data = c.data[n:]
+	return n, nil
+}
+
+// bigLog builds a compact log file of n records, every k-th an encryption
+// event, with padding so that it spans several buffers.
+func bigLog(n, k int, pretty bool) ([]byte, []string) {
+	var b bytes.Buffer
+	var want []string
+	sep := ","
+	b.WriteString(`{"Records":[`)
+	if pretty {
+		b.Reset()
+		b.WriteString("{\n\"Records\": [\n")
+		sep = ",\n"
+	}
+	pad := strings.Repeat("x", 700)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(sep)
+		}
+		id := fmt.Sprintf("r%05d", i)
+		if i%k == 0 {
+			b.WriteString(record(id, "DeleteBucketEncryption", `,"pad":"`+pad+`"`))
+			want = append(want, id)
+		} else {
+			b.WriteString(record(id, "AssumeRole", `,"pad":"`+pad+`"`))
+		}
+	}
+	b.WriteString("]}")
+	return b.Bytes(), want
+}
+
+func TestBoundaries(t *testing.T) {
+	for _, pretty := range []bool{false, true} {
+		data, want := bigLog(6000, 37, pretty)
+		for _, maxChunk := range []int{1, 7, 4096, 1 << 20} {
+			t.Run(fmt.Sprintf("pretty=%v/reads<=%d", pretty, maxChunk), func(t *testing.T) {
+				if maxChunk == 1 && testing.Short() {
+					t.Skip("slow")
+				}
+				r := &chunkReader{data: data, rng: rand.New(rand.NewPCG(1, uint64(maxChunk))), max: maxChunk}
+				evs, errs, st, err := decode(t, r, 0)
+				if err != nil || len(errs) > 0 {
+					t.Fatalf("err %v, errs %v", err, errs)
+				}
+				if got := ids(evs); got != strings.Join(want, ",") {
+					t.Errorf("got %d events, want %d", len(evs), len(want))
+				}
+				if st.Records != 6000 || st.Bytes != int64(len(data)) {
+					t.Errorf("stats %+v, want 6000 records and %d bytes", st, len(data))
+				}
+			})
+		}
+	}
+}
+
+func gz(b []byte) []byte {
+	var out bytes.Buffer
+	w := gzip.NewWriter(&out)
+	w.Write(b)
+	w.Close()
+	return out.Bytes()
+}
+
+func TestTruncatedGzip(t *testing.T) {
+	data, want := bigLog(3000, 10, false)
+	z := gz(data)
+	evs, _, _, err := decode(t, bytes.NewReader(z[:len(z)/2]), 0)
+	if err == nil || !strings.Contains(err.Error(), "gzip") {
+		t.Errorf("want a gzip error, got %v", err)
+	}
+	if len(evs) == 0 || len(evs) >= len(want) {
+		t.Errorf("events before the cut should go through: got %d of %d", len(evs), len(want))
+	}
+}
+
+func TestOversizedRecord(t *testing.T) {
+	huge := record("big", "PutBucketEncryption", `,"pad":"`+strings.Repeat("y", 3<<20)+`"`)
+	for _, layout := range []string{"compact", "lines"} {
+		t.Run(layout, func(t *testing.T) {
+			var in string
+			if layout == "compact" {
+				in = `{"Records":[` + record("a", "DeleteBucketEncryption", "") + "," + huge + "," + record("b", "DeleteBucketEncryption", "") + "]}"
+			} else {
+				in = record("a", "DeleteBucketEncryption", "") + "\n" + huge + "\n" + record("b", "DeleteBucketEncryption", "") + "\n"
+			}
+			evs, errs, _, err := decode(t, strings.NewReader(in), 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ids(evs) != "a,b" {
+				t.Errorf("events %q, want a,b", ids(evs))
+			}
+			if len(errs) != 1 || !strings.Contains(errs[0], "larger than") {
+				t.Errorf("want one size error, got %v", errs)
+			}
+		})
+	}
+}
+
+func TestDeepNesting(t *testing.T) {
+	deep := `{"eventName":"PutBucketEncryption","x":` + strings.Repeat("[", 100000) + strings.Repeat("]", 100000) + "}"
+	in := deep + "\n" + record("ok", "DeleteBucketEncryption", "") + "\n"
+	evs, errs, _, err := decode(t, strings.NewReader(in), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids(evs) != "ok" || len(errs) != 1 || !strings.Contains(errs[0], "nested") {
+		t.Errorf("events %q errors %v", ids(evs), errs)
+	}
+}
