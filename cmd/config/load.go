@@ -193,13 +193,13 @@ func typeProblems(file string, err error, idx *nodeIndex, envNames map[int]strin
 		msg := lineRe.ReplaceAllString(m, "")
 		var key string
 		if u := unknownRe.FindStringSubmatch(msg); u != nil {
-			key = idx.keyOnLine(line, u[1])
+			key = idx.keyOnLine(line, u[1], "")
 			msg = "unknown key " + strconv.Quote(u[1])
 			if isSecretName(u[1]) {
 				msg += ": secrets are not allowed in the configuration file; give a file (…File) or an environment variable (…Env) instead"
 			}
 		} else {
-			key = idx.keyOnLine(line, "")
+			key = idx.keyOnLine(line, "", valueIn(msg))
 			msg = strings.Replace(msg, "cannot unmarshal", "wrong type: cannot read", 1)
 		}
 		p := Problem{File: file, Line: line, Key: key, Msg: msg}
@@ -218,12 +218,13 @@ func isSecretName(k string) bool {
 
 // nodeIndex maps key paths to their lines and back.
 type nodeIndex struct {
-	byPath map[string]*yaml.Node // path -> key node (or item node for sequences)
-	paths  []string
+	byPath  map[string]*yaml.Node // path -> key node (or item node for sequences)
+	valueOf map[string]*yaml.Node // path -> value node
+	paths   []string
 }
 
 func indexNodes(root *yaml.Node) *nodeIndex {
-	idx := &nodeIndex{byPath: map[string]*yaml.Node{}}
+	idx := &nodeIndex{byPath: map[string]*yaml.Node{}, valueOf: map[string]*yaml.Node{}}
 	var walk func(n *yaml.Node, path string)
 	walk = func(n *yaml.Node, path string) {
 		switch n.Kind {
@@ -234,6 +235,7 @@ func indexNodes(root *yaml.Node) *nodeIndex {
 					p = path + "." + p
 				}
 				idx.byPath[p] = n.Content[i]
+				idx.valueOf[p] = n.Content[i+1]
 				idx.paths = append(idx.paths, p)
 				walk(n.Content[i+1], p)
 			}
@@ -241,6 +243,7 @@ func indexNodes(root *yaml.Node) *nodeIndex {
 			for i, c := range n.Content {
 				p := fmt.Sprintf("%s[%d]", path, i)
 				idx.byPath[p] = c
+				idx.valueOf[p] = c
 				idx.paths = append(idx.paths, p)
 				walk(c, p)
 			}
@@ -251,10 +254,11 @@ func indexNodes(root *yaml.Node) *nodeIndex {
 	return idx
 }
 
-// keyOnLine returns the deepest key path on a line, preferring one whose
-// last part is name.
-func (idx *nodeIndex) keyOnLine(line int, name string) string {
-	best := ""
+// keyOnLine returns the key path an error on a line is about: the key
+// named name if given; else the key whose value is the quoted value (flow
+// mappings put several keys on one line); else the deepest key there.
+func (idx *nodeIndex) keyOnLine(line int, name, value string) string {
+	best, byValue := "", ""
 	for _, p := range idx.paths {
 		if idx.byPath[p].Line != line {
 			continue
@@ -262,11 +266,28 @@ func (idx *nodeIndex) keyOnLine(line int, name string) string {
 		if name != "" && (p == name || strings.HasSuffix(p, "."+name)) {
 			return p
 		}
+		if v := idx.valueOf[p]; value != "" && v != nil && v.Kind == yaml.ScalarNode && v.Value == value && byValue == "" {
+			byValue = p
+		}
 		if len(p) > len(best) {
 			best = p
 		}
 	}
+	if byValue != "" {
+		return byValue
+	}
 	return best
+}
+
+var quotedValue = regexp.MustCompile("`([^`]*)`" + `|"([^"]*)"`)
+
+// valueIn returns the value an error message quotes, if any.
+func valueIn(msg string) string {
+	m := quotedValue.FindStringSubmatch(msg)
+	if m == nil {
+		return ""
+	}
+	return m[1] + m[2]
 }
 
 // problem locates a validation problem at a key path, or at its nearest
