@@ -40,8 +40,8 @@ func TestKeyAllowed(t *testing.T) {
 		want       bool
 	}{
 		{arn, arn, true},
-		{arn, id, true},  // key ID allowed by an entry ARN ending in :key/<id>
-		{id, arn, true},  // key ARN allowed by an entry equal to its key ID
+		{arn, id, true}, // key ID allowed by an entry ARN ending in :key/<id>
+		{id, arn, true}, // key ARN allowed by an entry equal to its key ID
 		{id, id, true},
 		{"arn:aws:kms:*:111122223333:key/*", arn, true},
 		{"arn:aws:kms:*:444455556666:key/*", arn, false},
@@ -58,11 +58,11 @@ func TestKeyAllowed(t *testing.T) {
 
 func TestAliases(t *testing.T) {
 	for key, want := range map[string][2]bool{
-		"alias/aws/s3": {true, true},
+		"alias/aws/s3":                         {true, true},
 		"arn:aws:kms:us-east-1:1:alias/aws/s3": {true, true},
-		"alias/mine":                          {true, false},
-		"arn:aws:kms:us-east-1:1:key/abc":     {false, false},
-		"abc":                                 {false, false},
+		"alias/mine":                           {true, false},
+		"arn:aws:kms:us-east-1:1:key/abc":      {false, false},
+		"abc":                                  {false, false},
 	} {
 		if IsAlias(key) != want[0] || IsManagedAlias(key) != want[1] {
 			t.Errorf("%s: alias %v managed %v, want %v", key, IsAlias(key), IsManagedAlias(key), want)
@@ -117,7 +117,7 @@ func TestReadBurstWindow(t *testing.T) {
 		{"d", 4 * time.Minute, false}, // same burst
 		{"e", 30 * time.Minute, false},
 		{"f", 31 * time.Minute, false},
-		{"g", 32 * time.Minute, true}, // the window moved on: a new burst
+		{"g", 32 * time.Minute, true},  // the window moved on: a new burst
 		{"h", 20 * time.Minute, false}, // late event inside the burst
 	}
 	for i, s := range steps {
