@@ -133,9 +133,14 @@ func (d *Decoder) here(pos int64) Position {
 	return Position{Source: d.Source, Index: d.items, Offset: pos, Line: d.line}
 }
 
-// skipScalar skips a string, number or literal.
+// skipScalar skips a string, number or literal. It always consumes at
+// least one byte, so a stray '}' cannot stall the caller's loop.
 func (d *Decoder) skipScalar(pos *int64) {
 	w := &d.w
+	if c := w.at(*pos); c == '}' || c == ',' || c == ']' {
+		*pos++
+		return
+	}
 	if w.at(*pos) == '"' {
 		var sc valueScanner
 		from := *pos

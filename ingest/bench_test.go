@@ -1,0 +1,146 @@
+package ingest_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/encwatch/encwatch/fixtures/corpus"
+	"github.com/encwatch/encwatch/ingest"
+)
+
+// benchCorpus is a generated organisation-trail corpus of about 64 MB of
+// JSON (one encryption event in a thousand records), made once per run.
+var benchCorpus struct {
+	once     sync.Once
+	dir      string
+	inputs   []ingest.Input
+	plain    [][]byte // decompressed files
+	manifest *corpus.Manifest
+	err      error
+}
+
+func loadCorpus(b *testing.B) {
+	b.Helper()
+	c := &benchCorpus
+	c.once.Do(func() {
+		c.dir, c.err = os.MkdirTemp("", "encwatch-bench-")
+		if c.err != nil {
+			return
+		}
+		c.manifest, c.err = corpus.Generate(corpus.Options{Dir: c.dir, Seed: 1, Bytes: 64 << 20})
+		if c.err != nil {
+			return
+		}
+		c.inputs, c.err = ingest.Expand([]string{filepath.Join(c.dir, "AWSLogs")})
+		for _, in := range c.inputs {
+			rc, err := ingest.Open(in)
+			if err != nil {
+				c.err = err
+				return
+			}
+			data, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil {
+				c.err = err
+				return
+			}
+			c.plain = append(c.plain, data)
+		}
+	})
+	if c.err != nil {
+		b.Fatal(c.err)
+	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if benchCorpus.dir != "" {
+		os.RemoveAll(benchCorpus.dir)
+	}
+	os.Exit(code)
+}
+
+// BenchmarkReplay is the whole read path: open, gunzip, prefilter, decode
+// the candidates, in parallel over the files. MB/s counts decompressed JSON.
+func BenchmarkReplay(b *testing.B) {
+	loadCorpus(b)
+	m := benchCorpus.manifest
+	b.SetBytes(m.Bytes)
+	b.ReportAllocs()
+	for b.Loop() {
+		st, err := ingest.ReadAll(context.Background(), benchCorpus.inputs, ingest.ReadOptions{}, func([]*ingest.Event) error { return nil })
+		if err != nil || st.Events != int64(m.EncryptionEvents) {
+			b.Fatalf("events %d, want %d (err %v)", st.Events, m.EncryptionEvents, err)
+		}
+	}
+	b.ReportMetric(float64(m.Records)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkGunzip is the floor: decompression alone, one core.
+func BenchmarkGunzip(b *testing.B) {
+	loadCorpus(b)
+	b.SetBytes(benchCorpus.manifest.Bytes)
+	for b.Loop() {
+		for _, in := range benchCorpus.inputs {
+			rc, err := ingest.Open(in)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, rc)
+			rc.Close()
+		}
+	}
+}
+
+// BenchmarkDecode is the decoder on decompressed data, one core.
+func BenchmarkDecode(b *testing.B) {
+	loadCorpus(b)
+	b.SetBytes(benchCorpus.manifest.Bytes)
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, data := range benchCorpus.plain {
+			var d ingest.Decoder
+			if _, err := d.Decode(bytes.NewReader(data)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(benchCorpus.manifest.Records)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkPrefilter is the byte scan alone.
+func BenchmarkPrefilter(b *testing.B) {
+	loadCorpus(b)
+	b.SetBytes(benchCorpus.manifest.Bytes)
+	n := 0
+	for b.Loop() {
+		for _, data := range benchCorpus.plain {
+			if ingest.MayHoldEncryptionEvent(data) {
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		b.Fatal("prefilter matched nothing")
+	}
+}
+
+// BenchmarkDecodeRecord is the full decode of one encryption record.
+func BenchmarkDecodeRecord(b *testing.B) {
+	raw, err := os.ReadFile("../fixtures/records/dir-put-kms-cmk.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ingest.DecodeRecord(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,66 @@
+package ingest_test
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/encwatch/encwatch/ingest"
+)
+
+// addSeeds adds every fixture record file (and the real samples, when
+// present) to a fuzz corpus.
+func addSeeds(f *testing.F) {
+	for _, pattern := range []string{"../fixtures/records/*", realData + "/samples/*.json*"} {
+		files, _ := filepath.Glob(pattern)
+		for _, p := range files {
+			if b, err := os.ReadFile(p); err == nil && len(b) < 1<<20 {
+				f.Add(b)
+			}
+		}
+	}
+	f.Add([]byte(`{"Records":[{"eventVersion":"1.0","eventName":"PutBucketEncryption"`))
+	f.Add([]byte(`[{"CloudTrailEvent":"{\"eventName\":\"DeleteBucketEncryption\"}"}]`))
+}
+
+// FuzzDecode feeds arbitrary bytes (plain or gzip) through the streaming
+// decoder: it must not panic or hang, every event it emits must be an
+// encryption event, and its counts must be consistent.
+func FuzzDecode(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := ingest.Decompress(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		var n int64
+		d := ingest.Decoder{
+			Source:         "fuzz",
+			MaxRecordBytes: 64 << 10,
+			OnEvent: func(ev *ingest.Event) error {
+				n++
+				if !ev.IsEncryptionEvent() {
+					t.Fatalf("emitted a non-encryption event: %s %s", ev.Source, ev.Name)
+				}
+				return nil
+			},
+			OnError: func(ingest.Position, error) {},
+		}
+		st, _ := d.Decode(r)
+		if st.Events != n || st.Candidates > st.Records+1 && st.Records > 0 {
+			t.Fatalf("inconsistent stats %+v (emitted %d)", st, n)
+		}
+	})
+}
+
+// FuzzDecodeRecord decodes arbitrary bytes as one record.
+func FuzzDecodeRecord(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ev, err := ingest.DecodeRecord(data)
+		if err == nil && (ev.Name == "" || ev.Source == "") {
+			t.Fatalf("decoded a record without eventName or eventSource")
+		}
+	})
+}
