@@ -267,7 +267,7 @@ func (x *evaluation) keyChanged() error {
 	for _, r := range ev.Encryption.Rules {
 		if k := customerKey(r); k != "" && k != st.LifetimeKey {
 			x.add(DirectoryKMSKeyChanged, High, fmt.Sprintf("PutBucketEncryption on %s names KMS key %s, but the bucket was set to key %s earlier (event %s); directory buckets keep one key for life",
-				x.bucketDesc(), r.KMSKeyID, st.LifetimeKey, firstOr(st.LastEventID, "unknown")))
+				x.bucketDesc(), r.KMSKeyID, st.LifetimeKey, firstOr(st.LifetimeKeyEventID, "unknown")))
 			return nil
 		}
 	}
@@ -287,7 +287,7 @@ func (x *evaluation) record(r ingest.EncryptionRule) error {
 	if ev.Bucket.Type == ingest.BucketDirectory && st.LifetimeKey == "" {
 		for _, rr := range ev.Encryption.Rules {
 			if k := customerKey(rr); k != "" {
-				st.LifetimeKey = k
+				st.LifetimeKey, st.LifetimeKeyEventID = k, ev.ID
 				break
 			}
 		}

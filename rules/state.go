@@ -16,11 +16,13 @@ type BucketState struct {
 	// LifetimeKey is the first customer managed key set on a directory
 	// bucket, normalised to its key ID. Directory buckets keep it for life.
 	LifetimeKey string
-	Compliant   bool
-	LastChange  time.Time
-	LastActor   string
-	LastEventID string
-	LastEvent   string
+	// LifetimeKeyEventID is the event that set LifetimeKey.
+	LifetimeKeyEventID string
+	Compliant          bool
+	LastChange         time.Time
+	LastActor          string
+	LastEventID        string
+	LastEvent          string
 }
 
 // State keeps bucket state between events. Implementations are safe for
