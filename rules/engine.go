@@ -55,6 +55,7 @@ func (e *Engine) Policy() Policy { return e.policy }
 type evaluation struct {
 	e        *Engine
 	ev       *ingest.Event
+	key      string // the bucket's state key
 	findings []Finding
 }
 
@@ -78,7 +79,7 @@ func (e *Engine) Evaluate(ev *ingest.Event) ([]Finding, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	x := &evaluation{e: e, ev: ev}
+	x := &evaluation{e: e, ev: ev, key: BucketKey(ev.Bucket)}
 	var err error
 	switch ev.Name {
 	case ingest.PutBucketEncryption:
@@ -123,8 +124,12 @@ func (x *evaluation) delete() error {
 	if slices.Contains(x.e.policy.AllowedAlgorithms(ev.Bucket), AlgAES256) {
 		sev = Low
 	}
-	x.add(EncryptionDeleted, sev, fmt.Sprintf("default encryption deleted on %s: the bucket is back on SSE-S3 (AES256)", x.bucketDesc()))
-	return x.record(ingest.EncryptionRule{Algorithm: AlgAES256})
+	x.add(EncryptionDeleted, sev, "default encryption deleted on "+x.bucketDesc()+": the bucket is back on SSE-S3 (AES256)")
+	st, _, err := x.e.state.Bucket(x.key)
+	if err != nil {
+		return fmt.Errorf("bucket state: %w", err)
+	}
+	return x.record(st, ingest.EncryptionRule{Algorithm: AlgAES256})
 }
 
 // caller applies the rules about who made a Put or Delete.
@@ -168,35 +173,68 @@ func firstOr(s ...string) string {
 	return ""
 }
 
+// putMatches holds, for each rule-level condition, the first rule of the
+// request that meets it (nil when none does).
+type putMatches struct {
+	dirUnsupported, notAllowed, alias, managed, keyNotAllowed, region, bucketKey *ingest.EncryptionRule
+}
+
+func (x *evaluation) match(dir, ok bool, allowed []string) putMatches {
+	var m putMatches
+	ev := x.ev
+	for i := range ev.Encryption.Rules {
+		r := &ev.Encryption.Rules[i]
+		alg, key := r.Algorithm, r.KMSKeyID
+		dirSupported := alg == AlgAES256 || alg == AlgKMS
+		if m.dirUnsupported == nil && dir && alg != "" && !dirSupported {
+			m.dirUnsupported = r
+		}
+		if m.notAllowed == nil && ok && alg != "" && !slices.Contains(allowed, alg) && !(dir && !dirSupported) {
+			m.notAllowed = r
+		}
+		if m.alias == nil && dir && IsAlias(key) {
+			m.alias = r
+		}
+		if m.managed == nil && ok && ((alg == AlgKMS && key == "") || IsManagedAlias(key)) {
+			m.managed = r
+		}
+		if m.keyNotAllowed == nil && ok && key != "" && !x.e.policy.KeyAllowed(key) {
+			m.keyNotAllowed = r
+		}
+		if kr := KeyRegion(key); m.region == nil && kr != "" && ev.Region != "" && kr != ev.Region {
+			m.region = r
+		}
+		if m.bucketKey == nil && ok && alg == AlgKMS && !r.BucketKeyEnabled {
+			m.bucketKey = r
+		}
+	}
+	return m
+}
+
 func (x *evaluation) put() error {
 	ev := x.ev
 	ok := ev.Succeeded()
-	rules := ev.Encryption.Rules
 	dir := ev.Bucket.Type == ingest.BucketDirectory
 	allowed := x.e.policy.AllowedAlgorithms(ev.Bucket)
 	bd := x.bucketDesc()
+	m := x.match(dir, ok, allowed)
 
 	if !ok {
-		x.add(EncryptionChangeFailed, Medium, fmt.Sprintf("PutBucketEncryption on %s failed with %s", bd, ev.ErrorCode))
+		x.add(EncryptionChangeFailed, Medium, "PutBucketEncryption on "+bd+" failed with "+ev.ErrorCode)
 	}
 	if ok && !ev.Encryption.Readable() {
-		x.add(EncryptionConfigUnreadable, Medium, fmt.Sprintf("PutBucketEncryption on %s succeeded but its request shows no algorithm", bd))
+		x.add(EncryptionConfigUnreadable, Medium, "PutBucketEncryption on "+bd+" succeeded but its request shows no algorithm")
 	}
-	dirSupported := func(alg string) bool { return alg == AlgAES256 || alg == AlgKMS }
-	if r, found := firstRule(rules, func(r ingest.EncryptionRule) bool { return dir && r.Algorithm != "" && !dirSupported(r.Algorithm) }); found {
-		x.add(DirectoryAlgorithmUnsupported, Medium, fmt.Sprintf("PutBucketEncryption on %s names %s, which directory buckets do not support", bd, r.Algorithm))
+	if r := m.dirUnsupported; r != nil {
+		x.add(DirectoryAlgorithmUnsupported, Medium, "PutBucketEncryption on "+bd+" names "+r.Algorithm+", which directory buckets do not support")
 	}
-	if r, found := firstRule(rules, func(r ingest.EncryptionRule) bool {
-		return ok && r.Algorithm != "" && !slices.Contains(allowed, r.Algorithm) && !(dir && !dirSupported(r.Algorithm))
-	}); found {
-		x.add(AlgorithmNotAllowed, High, fmt.Sprintf("PutBucketEncryption set %s on %s; the policy allows %s", r.Algorithm, bd, strings.Join(allowed, ", ")))
+	if r := m.notAllowed; r != nil {
+		x.add(AlgorithmNotAllowed, High, "PutBucketEncryption set "+r.Algorithm+" on "+bd+"; the policy allows "+strings.Join(allowed, ", "))
 	}
-	if r, found := firstRule(rules, func(r ingest.EncryptionRule) bool { return dir && IsAlias(r.KMSKeyID) }); found {
-		x.add(DirectoryKMSKeyAlias, Medium, fmt.Sprintf("PutBucketEncryption on %s gives the KMS key as alias %s; directory buckets need a key ID or ARN", bd, r.KMSKeyID))
+	if r := m.alias; r != nil {
+		x.add(DirectoryKMSKeyAlias, Medium, "PutBucketEncryption on "+bd+" gives the KMS key as alias "+r.KMSKeyID+"; directory buckets need a key ID or ARN")
 	}
-	if r, found := firstRule(rules, func(r ingest.EncryptionRule) bool {
-		return ok && ((r.Algorithm == AlgKMS && r.KMSKeyID == "") || IsManagedAlias(r.KMSKeyID))
-	}); found {
+	if r := m.managed; r != nil {
 		sev, what := Medium, "the AWS managed key aws/s3"
 		if dir {
 			sev = High
@@ -204,27 +242,25 @@ func (x *evaluation) put() error {
 		if r.KMSKeyID == "" {
 			what = "no key, so the AWS managed key aws/s3"
 		}
-		x.add(KMSAWSManagedKey, sev, fmt.Sprintf("PutBucketEncryption set %s with %s on %s", r.Algorithm, what, bd))
+		x.add(KMSAWSManagedKey, sev, "PutBucketEncryption set "+r.Algorithm+" with "+what+" on "+bd)
 	}
-	if r, found := firstRule(rules, func(r ingest.EncryptionRule) bool {
-		return ok && r.KMSKeyID != "" && !x.e.policy.KeyAllowed(r.KMSKeyID)
-	}); found {
-		x.add(KMSKeyNotAllowed, High, fmt.Sprintf("PutBucketEncryption set KMS key %s on %s, which policy.allowedKMSKeys does not allow", r.KMSKeyID, bd))
+	if r := m.keyNotAllowed; r != nil {
+		x.add(KMSKeyNotAllowed, High, "PutBucketEncryption set KMS key "+r.KMSKeyID+" on "+bd+", which policy.allowedKMSKeys does not allow")
 	}
-	if r, found := firstRule(rules, func(r ingest.EncryptionRule) bool {
-		kr := KeyRegion(r.KMSKeyID)
-		return kr != "" && ev.Region != "" && kr != ev.Region
-	}); found {
-		x.add(KMSKeyRegionMismatch, Medium, fmt.Sprintf("PutBucketEncryption on %s in %s names KMS key %s in %s", bd, ev.Region, r.KMSKeyID, KeyRegion(r.KMSKeyID)))
+	if r := m.region; r != nil {
+		x.add(KMSKeyRegionMismatch, Medium, "PutBucketEncryption on "+bd+" in "+ev.Region+" names KMS key "+r.KMSKeyID+" in "+KeyRegion(r.KMSKeyID))
 	}
-	if dir {
-		if err := x.keyChanged(); err != nil {
-			return err
+	var st BucketState
+	if dir || ok {
+		var err error
+		if st, _, err = x.e.state.Bucket(x.key); err != nil {
+			return fmt.Errorf("bucket state: %w", err)
 		}
 	}
-	if r, found := firstRule(rules, func(r ingest.EncryptionRule) bool {
-		return ok && r.Algorithm == AlgKMS && !r.BucketKeyEnabled
-	}); found {
+	if dir {
+		x.keyChanged(st)
+	}
+	if r := m.bucketKey; r != nil {
 		sev, state := Low, "absent"
 		if dir {
 			sev = Medium
@@ -232,16 +268,16 @@ func (x *evaluation) put() error {
 		if r.BucketKeySet {
 			state = "false"
 		}
-		x.add(BucketKeyDisabled, sev, fmt.Sprintf("PutBucketEncryption set SSE-KMS on %s with BucketKeyEnabled %s", bd, state))
+		x.add(BucketKeyDisabled, sev, "PutBucketEncryption set SSE-KMS on "+bd+" with BucketKeyEnabled "+state)
 	}
 	if !ok {
 		return nil
 	}
 	var first ingest.EncryptionRule
-	if len(rules) > 0 {
-		first = rules[0]
+	if len(ev.Encryption.Rules) > 0 {
+		first = ev.Encryption.Rules[0]
 	}
-	return x.record(first)
+	return x.record(st, first)
 }
 
 // customerKey returns a rule's key normalised to a key ID when it names a
@@ -255,33 +291,22 @@ func customerKey(r ingest.EncryptionRule) string {
 
 // keyChanged fires when a Put on a directory bucket names a customer
 // managed key other than the one an earlier event set on it.
-func (x *evaluation) keyChanged() error {
-	ev := x.ev
-	st, known, err := x.e.state.Bucket(BucketKey(ev.Bucket))
-	if err != nil {
-		return fmt.Errorf("bucket state: %w", err)
+func (x *evaluation) keyChanged(st BucketState) {
+	if st.LifetimeKey == "" {
+		return
 	}
-	if !known || st.LifetimeKey == "" {
-		return nil
-	}
-	for _, r := range ev.Encryption.Rules {
+	for _, r := range x.ev.Encryption.Rules {
 		if k := customerKey(r); k != "" && k != st.LifetimeKey {
-			x.add(DirectoryKMSKeyChanged, High, fmt.Sprintf("PutBucketEncryption on %s names KMS key %s, but the bucket was set to key %s earlier (event %s); directory buckets keep one key for life",
-				x.bucketDesc(), r.KMSKeyID, st.LifetimeKey, firstOr(st.LifetimeKeyEventID, "unknown")))
-			return nil
+			x.add(DirectoryKMSKeyChanged, High, "PutBucketEncryption on "+x.bucketDesc()+" names KMS key "+r.KMSKeyID+", but the bucket was set to key "+
+				st.LifetimeKey+" earlier (event "+firstOr(st.LifetimeKeyEventID, "unknown")+"); directory buckets keep one key for life")
+			return
 		}
 	}
-	return nil
 }
 
 // record stores what a successful Put or Delete set on the bucket.
-func (x *evaluation) record(r ingest.EncryptionRule) error {
+func (x *evaluation) record(st BucketState, r ingest.EncryptionRule) error {
 	ev := x.ev
-	key := BucketKey(ev.Bucket)
-	st, _, err := x.e.state.Bucket(key)
-	if err != nil {
-		return fmt.Errorf("bucket state: %w", err)
-	}
 	st.Bucket = ev.Bucket
 	st.Algorithm, st.KMSKeyID, st.BucketKeyEnabled = r.Algorithm, r.KMSKeyID, r.BucketKeyEnabled
 	if ev.Bucket.Type == ingest.BucketDirectory && st.LifetimeKey == "" {
@@ -295,14 +320,5 @@ func (x *evaluation) record(r ingest.EncryptionRule) error {
 	st.Compliant = r.Algorithm != "" && slices.Contains(x.e.policy.AllowedAlgorithms(ev.Bucket), r.Algorithm) &&
 		(r.KMSKeyID == "" || x.e.policy.KeyAllowed(r.KMSKeyID))
 	st.LastChange, st.LastActor, st.LastEventID, st.LastEvent = ev.Time, ev.Actor.ARN, ev.ID, ev.Name
-	return x.e.state.PutBucket(key, st)
-}
-
-func firstRule(rules []ingest.EncryptionRule, pred func(ingest.EncryptionRule) bool) (ingest.EncryptionRule, bool) {
-	for _, r := range rules {
-		if pred(r) {
-			return r, true
-		}
-	}
-	return ingest.EncryptionRule{}, false
+	return x.e.state.PutBucket(x.key, st)
 }

@@ -23,16 +23,27 @@ func IsManagedAlias(key string) bool {
 	return key == "alias/aws/s3" || strings.HasSuffix(key, ":alias/aws/s3")
 }
 
-// kmsARN splits arn:PARTITION:kms:REGION:ACCOUNT:RESOURCE.
+// kmsARN splits arn:PARTITION:kms:REGION:ACCOUNT:RESOURCE without
+// allocating; it runs for every key of every Put.
 func kmsARN(key string) (region, account, resource string, ok bool) {
-	if !strings.HasPrefix(key, "arn:") {
+	rest, found := strings.CutPrefix(key, "arn:")
+	if !found {
 		return "", "", "", false
 	}
-	parts := strings.SplitN(key, ":", 6)
-	if len(parts) != 6 || parts[2] != "kms" {
+	var service string
+	if _, rest, found = strings.Cut(rest, ":"); !found { // partition
 		return "", "", "", false
 	}
-	return parts[3], parts[4], parts[5], true
+	if service, rest, found = strings.Cut(rest, ":"); !found || service != "kms" {
+		return "", "", "", false
+	}
+	if region, rest, found = strings.Cut(rest, ":"); !found {
+		return "", "", "", false
+	}
+	if account, resource, found = strings.Cut(rest, ":"); !found {
+		return "", "", "", false
+	}
+	return region, account, resource, true
 }
 
 // KeyRegion returns the Region of a KMS key or alias ARN, or "".
