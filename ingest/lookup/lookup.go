@@ -1,0 +1,342 @@
+// Package lookup tails CloudTrail's LookupEvents API for the three
+// encryption events, in every configured account and Region at once.
+//
+// LookupEvents shows events late (minutes, up to about 15) and not in
+// eventTime order, so each poll re-reads an overlap window behind the
+// checkpoint and skips the event IDs it has already handed on; the IDs are
+// kept for the window only. Calls stay under the API's limit of 2 per
+// second per account and Region, including retries, which back off with
+// jitter on throttling and server errors.
+package lookup
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/cloudtrail"
+	"github.com/aws/aws-sdk-go-v2/service/cloudtrail/types"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
+
+	"github.com/encwatch/encwatch/ingest"
+)
+
+// eventNames are looked up one per call: LookupEvents takes one attribute,
+// and by event name it returns exactly the events we need on both S3 and S3
+// Express, where by event source it would return every S3 call.
+var eventNames = []string{ingest.PutBucketEncryption, ingest.DeleteBucketEncryption, ingest.GetBucketEncryption}
+
+// maxLookback is how far back LookupEvents keeps events.
+const maxLookback = 90 * 24 * time.Hour
+
+// API is the part of the CloudTrail client the tailer uses.
+type API interface {
+	LookupEvents(ctx context.Context, in *cloudtrail.LookupEventsInput, opts ...func(*cloudtrail.Options)) (*cloudtrail.LookupEventsOutput, error)
+}
+
+// Target is one account and Region to poll.
+type Target struct {
+	// Account labels the account in checkpoints and logs: its ID for an
+	// assumed role, "default" for the task's own credentials.
+	Account string
+	Region  string
+	Client  API
+}
+
+// Options configures a Source.
+type Options struct {
+	Targets   []Target
+	Interval  time.Duration // between polls (default 30s)
+	Overlap   time.Duration // re-read window behind the checkpoint (default 20m)
+	StartFrom time.Duration // how far back on a first start (default 24h)
+	// Rate is the calls per second allowed per target (default 1.8, under
+	// the API's 2).
+	Rate float64
+	// MinBackoff and MaxBackoff bound the retry delay (default 1s, 30s).
+	MinBackoff, MaxBackoff time.Duration
+	Checkpoints ingest.Checkpoints
+	Logger      zerolog.Logger
+	Metrics     *Metrics
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Source tails LookupEvents. Run it once.
+type Source struct{ o Options }
+
+// New checks the options and returns a Source.
+func New(o Options) (*Source, error) {
+	if len(o.Targets) == 0 {
+		return nil, errors.New("lookup: no account and Region to poll")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.Interval, 30*time.Second)
+	def(&o.Overlap, 20*time.Minute)
+	def(&o.StartFrom, 24*time.Hour)
+	def(&o.MinBackoff, time.Second)
+	def(&o.MaxBackoff, 30*time.Second)
+	if o.Rate <= 0 {
+		o.Rate = 1.8
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	return &Source{o: o}, nil
+}
+
+// Run polls every target until ctx ends; it returns nil then. It returns an
+// error only when handle fails for a reason other than ctx.
+func (s *Source) Run(ctx context.Context, handle ingest.Handler) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, t := range s.o.Targets {
+		p := &poller{o: &s.o, t: t, handle: handle, limiter: rate.NewLimiter(rate.Limit(s.o.Rate), 1),
+			log: s.o.Logger.With().Str("account", t.Account).Str("region", t.Region).Logger()}
+		g.Go(func() error { return p.run(ctx) })
+	}
+	err := g.Wait()
+	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return nil
+	}
+	return err
+}
+
+// Key returns the checkpoint key of a target.
+func Key(account, region string) string { return "lookup/" + account + "/" + region }
+
+// checkpoint is what a poller stores: the time up to which every visible
+// event was handed on, and the IDs handed on within the overlap window.
+type checkpoint struct {
+	Until time.Time        `json:"until"`
+	Seen  map[string]int64 `json:"seen"` // event ID -> eventTime (Unix seconds)
+}
+
+type poller struct {
+	o       *Options
+	t       Target
+	handle  ingest.Handler
+	limiter *rate.Limiter
+	log     zerolog.Logger
+	cp      checkpoint
+}
+
+func (p *poller) run(ctx context.Context) error {
+	if err := p.load(); err != nil {
+		return err
+	}
+	for {
+		err := p.poll(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			var he *handleError
+			if errors.As(err, &he) {
+				return he.err
+			}
+			p.log.Warn().Err(err).Msg("lookup poll failed; trying again next interval")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(p.o.Interval):
+		}
+	}
+}
+
+func (p *poller) load() error {
+	p.cp = checkpoint{Seen: map[string]int64{}}
+	if p.o.Checkpoints == nil {
+		return nil
+	}
+	raw, err := p.o.Checkpoints.Checkpoint(Key(p.t.Account, p.t.Region))
+	if err != nil {
+		return fmt.Errorf("lookup %s/%s: reading checkpoint: %w", p.t.Account, p.t.Region, err)
+	}
+	if raw == nil {
+		return nil
+	}
+	if err := json.Unmarshal(raw, &p.cp); err != nil {
+		p.log.Warn().Err(err).Msg("checkpoint unreadable; starting from startFrom")
+		p.cp = checkpoint{}
+	}
+	if p.cp.Seen == nil {
+		p.cp.Seen = map[string]int64{}
+	}
+	p.log.Info().Time("until", p.cp.Until).Int("seen", len(p.cp.Seen)).Msg("resuming from checkpoint")
+	return nil
+}
+
+// handleError marks a failure of the pipeline, which stops the source.
+type handleError struct{ err error }
+
+func (e *handleError) Error() string { return e.err.Error() }
+
+// poll reads [until-overlap, now] for each event name, hands on the events
+// not seen before page by page, then moves the checkpoint to now.
+func (p *poller) poll(ctx context.Context) error {
+	now := p.o.Now().UTC()
+	start := now.Add(-p.o.StartFrom)
+	if !p.cp.Until.IsZero() {
+		start = p.cp.Until.Add(-p.o.Overlap)
+	}
+	if oldest := now.Add(-maxLookback + time.Minute); start.Before(oldest) {
+		start = oldest
+	}
+	for _, name := range eventNames {
+		in := &cloudtrail.LookupEventsInput{
+			LookupAttributes: []types.LookupAttribute{{AttributeKey: types.LookupAttributeKeyEventName, AttributeValue: aws.String(name)}},
+			StartTime:        aws.Time(start), EndTime: aws.Time(now), MaxResults: aws.Int32(50),
+		}
+		for {
+			out, err := p.call(ctx, in)
+			if err != nil {
+				return err
+			}
+			if err := p.page(ctx, out.Events); err != nil {
+				return err
+			}
+			if out.NextToken == nil || *out.NextToken == "" {
+				break
+			}
+			in.NextToken = out.NextToken
+		}
+	}
+	p.cp.Until = now
+	cutoff := now.Add(-p.o.Overlap).Unix()
+	for id, t := range p.cp.Seen {
+		if t < cutoff {
+			delete(p.cp.Seen, id)
+		}
+	}
+	if err := p.commit(ctx, nil); err != nil {
+		return err
+	}
+	p.o.Metrics.checkpoint.WithLabelValues(p.t.Region).Set(float64(now.Unix()))
+	return nil
+}
+
+// page hands on the new events of one page with the checkpoint that
+// includes them.
+func (p *poller) page(ctx context.Context, events []types.Event) error {
+	var batch []*ingest.Event
+	for _, e := range events {
+		id := aws.ToString(e.EventId)
+		if _, seen := p.cp.Seen[id]; seen {
+			continue
+		}
+		ev, err := ingest.DecodeRecord([]byte(aws.ToString(e.CloudTrailEvent)))
+		if err != nil {
+			p.o.Metrics.decodeErrors.WithLabelValues(p.t.Region).Inc()
+			p.log.Error().Err(err).Str("event_id", id).Msg("CloudTrailEvent unreadable; skipped")
+			continue
+		}
+		ev.Origin = ingest.Position{Source: "lookup/" + p.t.Account + "/" + p.t.Region + "/" + id}
+		t := ev.Time
+		if t.IsZero() {
+			t = aws.ToTime(e.EventTime)
+		}
+		p.cp.Seen[id] = t.Unix()
+		if ev.IsEncryptionEvent() {
+			batch = append(batch, ev)
+			p.o.Metrics.events.WithLabelValues(p.t.Region, ev.Name).Inc()
+		}
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	ingest.SortByTime(batch)
+	return p.commit(ctx, batch)
+}
+
+func (p *poller) commit(ctx context.Context, events []*ingest.Event) error {
+	raw, err := json.Marshal(p.cp)
+	if err != nil {
+		return err
+	}
+	b := ingest.Batch{Source: "lookup", Events: events, Checkpoints: map[string][]byte{Key(p.t.Account, p.t.Region): raw}}
+	if err := p.handle(ctx, b); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &handleError{err}
+	}
+	return nil
+}
+
+// call makes one LookupEvents call through the rate limiter, retrying
+// throttling, server errors and network errors with backoff and jitter.
+func (p *poller) call(ctx context.Context, in *cloudtrail.LookupEventsInput) (*cloudtrail.LookupEventsOutput, error) {
+	backoff := p.o.MinBackoff
+	for {
+		if err := p.limiter.Wait(ctx); err != nil {
+			return nil, err
+		}
+		p.o.Metrics.calls.WithLabelValues(p.t.Region).Inc()
+		out, err := p.t.Client.LookupEvents(ctx, in)
+		if err == nil {
+			return out, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		kind := classify(err)
+		switch kind {
+		case "throttled":
+			p.o.Metrics.throttles.WithLabelValues(p.t.Region).Inc()
+		default:
+			p.o.Metrics.errors.WithLabelValues(p.t.Region, kind).Inc()
+		}
+		if kind == "permanent" {
+			return nil, fmt.Errorf("LookupEvents: %w", err)
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		p.log.Warn().Err(err).Str("kind", kind).Dur("retry_in", wait).Msg("LookupEvents failed; backing off")
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, p.o.MaxBackoff)
+	}
+}
+
+// classify sorts an error into throttled, server (5xx), network or
+// permanent.
+func classify(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded":
+			return "throttled"
+		}
+	}
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) && re.HTTPStatusCode() >= 500 {
+		return "server"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return "network"
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return "network"
+	}
+	return "permanent"
+}

@@ -1,0 +1,227 @@
+package lookup_test
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/encwatch/encwatch/fixtures/awsemu"
+	"github.com/encwatch/encwatch/ingest"
+	"github.com/encwatch/encwatch/ingest/lookup"
+)
+
+// emulator starts the CloudTrail and STS emulator and points the SDK at it.
+func emulator(t *testing.T) *awsemu.CloudTrail {
+	t.Helper()
+	emu := awsemu.NewCloudTrail()
+	srv := httptest.NewServer(emu)
+	t.Cleanup(srv.Close)
+	t.Setenv("AWS_ENDPOINT_URL_CLOUDTRAIL", srv.URL)
+	t.Setenv("AWS_ENDPOINT_URL_STS", srv.URL)
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
+	t.Setenv("AWS_CA_BUNDLE", "")
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+	return emu
+}
+
+func rec(id, name, bucket string, at time.Time) []byte {
+	return fmt.Appendf(nil, `{"eventVersion":"1.11","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/u","userName":"u"},"eventTime":%q,"eventSource":"s3.amazonaws.com","eventName":%q,"awsRegion":"us-east-1","requestParameters":{"bucketName":%q,"Host":"x"},"eventID":%q,"recipientAccountId":"111122223333"}`,
+		at.UTC().Format(time.RFC3339), name, bucket, id)
+}
+
+// collector is a Handler that records what it was handed.
+type collector struct {
+	mu     sync.Mutex
+	events map[string]int
+	cps    map[string][]byte
+}
+
+func (c *collector) handle(_ context.Context, b ingest.Batch) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range b.Events {
+		c.events[e.ID]++
+	}
+	for k, v := range b.Checkpoints {
+		c.cps[k] = v
+	}
+	return nil
+}
+
+func (c *collector) Checkpoint(key string) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cps[key], nil
+}
+
+func (c *collector) count() (map[string]int, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]int{}
+	total := 0
+	for k, v := range c.events {
+		out[k] = v
+		total += v
+	}
+	return out, total
+}
+
+// TestLateEventsOnceAcrossRestart releases events late and out of eventTime
+// order, throws throttling and 5xx answers in, restarts the source from its
+// checkpoint, and requires every event exactly once and the rate kept.
+func TestLateEventsOnceAcrossRestart(t *testing.T) {
+	emu := emulator(t)
+	now := time.Now()
+	want := map[string]bool{}
+	add := func(id, name string, age, visibleIn time.Duration) {
+		if err := emu.AddRecord("111122223333", "us-east-1", rec(id, name, "b-"+id, now.Add(-age)), now.Add(visibleIn)); err != nil {
+			t.Fatal(err)
+		}
+		want[id] = true
+	}
+	for i := range 120 { // more than two pages
+		add(fmt.Sprintf("early-%03d", i), ingest.GetBucketEncryption, time.Duration(i)*time.Second, 0)
+	}
+	add("late-old", ingest.PutBucketEncryption, 12*time.Minute, 3*time.Second)    // visible late, eventTime long ago
+	add("late-new", ingest.DeleteBucketEncryption, time.Minute, 2*time.Second)     // out of order with late-old
+	add("after-restart", ingest.DeleteBucketEncryption, 10*time.Minute, 7*time.Second)
+	emu.FailNext(2, 503)
+
+	c := &collector{events: map[string]int{}, cps: map[string][]byte{}}
+	run := func(d time.Duration) {
+		tg, err := lookup.NewTarget(context.Background(), "us-east-1", "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		src, err := lookup.New(lookup.Options{Targets: []lookup.Target{tg}, Interval: 300 * time.Millisecond, Overlap: 20 * time.Minute,
+			MinBackoff: 50 * time.Millisecond, Checkpoints: c, Logger: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		if err := src.Run(ctx, c.handle); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(5 * time.Second)
+	got, _ := c.count()
+	if got["late-old"] != 1 || got["late-new"] != 1 || got["after-restart"] != 0 {
+		t.Fatalf("before restart: late-old %d late-new %d after-restart %d", got["late-old"], got["late-new"], got["after-restart"])
+	}
+	run(5 * time.Second) // a restart from the stored checkpoint
+	got, total := c.count()
+	for id := range want {
+		if got[id] != 1 {
+			t.Errorf("event %s handed on %d times, want 1", id, got[id])
+		}
+	}
+	if total != len(want) {
+		t.Errorf("%d events handed on, want %d", total, len(want))
+	}
+	if m := emu.MaxCallsPerSecond("111122223333", "us-east-1"); m > 2 {
+		t.Errorf("%d calls within one second; the limit is 2", m)
+	}
+	if served, _ := emu.Stats(); served < 6 {
+		t.Errorf("only %d calls served", served)
+	}
+}
+
+// TestRegionsAndAssumedRoles polls two Regions of the own account and two
+// member accounts through assumed roles at once.
+func TestRegionsAndAssumedRoles(t *testing.T) {
+	emu := emulator(t)
+	now := time.Now()
+	type target struct{ account, role, region string }
+	targets := []target{
+		{"111122223333", "", "us-east-1"}, {"111122223333", "", "eu-west-1"},
+		{"444455556666", "arn:aws:iam::444455556666:role/encwatch-reader", "us-east-1"},
+		{"777788889999", "arn:aws:iam::777788889999:role/encwatch-reader", "us-west-2"},
+	}
+	var tgs []lookup.Target
+	for _, tg := range targets {
+		id := tg.account + "-" + tg.region
+		if err := emu.AddRecord(tg.account, tg.region, rec(id, ingest.DeleteBucketEncryption, "b", now.Add(-time.Minute)), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		x, err := lookup.NewTarget(context.Background(), tg.region, tg.role, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tgs = append(tgs, x)
+	}
+	c := &collector{events: map[string]int{}, cps: map[string][]byte{}}
+	src, err := lookup.New(lookup.Options{Targets: tgs, Interval: time.Second, Checkpoints: c, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := src.Run(ctx, c.handle); err != nil {
+		t.Fatal(err)
+	}
+	got, total := c.count()
+	for _, tg := range targets {
+		if got[tg.account+"-"+tg.region] != 1 {
+			t.Errorf("%s %s: event seen %d times", tg.account, tg.region, got[tg.account+"-"+tg.region])
+		}
+		calls := emu.Calls(tg.account, tg.region)
+		if len(calls) == 0 || calls[0].Sub(start) > time.Second {
+			t.Errorf("%s %s: not polled at once (%d calls)", tg.account, tg.region, len(calls))
+		}
+	}
+	if total != len(targets) {
+		t.Errorf("%d events, want %d (no event may reach another account)", total, len(targets))
+	}
+	if roles := emu.AssumeRoles(); len(roles) != 2 {
+		t.Errorf("assumed roles: %v", roles)
+	}
+}
+
+// TestThrottlingSurvived lets the tailer call faster than the API allows,
+// as when another client shares the account's quota: it is throttled, backs
+// off, and still hands on every event.
+func TestThrottlingSurvived(t *testing.T) {
+	emu := emulator(t)
+	now := time.Now()
+	for i := range 160 {
+		if err := emu.AddRecord("111122223333", "us-east-1", rec(fmt.Sprint(i), ingest.GetBucketEncryption, fmt.Sprint("b", i), now.Add(-time.Duration(i)*time.Second)), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tg, err := lookup.NewTarget(context.Background(), "us-east-1", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &collector{events: map[string]int{}, cps: map[string][]byte{}}
+	src, _ := lookup.New(lookup.Options{Targets: []lookup.Target{tg}, Interval: time.Hour, Rate: 20, MinBackoff: 100 * time.Millisecond, Checkpoints: c, Logger: zerolog.Nop()})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			if _, total := c.count(); total == 160 {
+				time.Sleep(200 * time.Millisecond)
+				cancel()
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	if err := src.Run(ctx, c.handle); err != nil {
+		t.Fatal(err)
+	}
+	if _, total := c.count(); total != 160 {
+		t.Errorf("%d events, want 160", total)
+	}
+	if _, throttled := emu.Stats(); throttled == 0 {
+		t.Error("the emulator throttled nothing: the test did not test throttling")
+	}
+}
