@@ -63,9 +63,9 @@ type Options struct {
 	Rate float64
 	// MinBackoff and MaxBackoff bound the retry delay (default 1s, 30s).
 	MinBackoff, MaxBackoff time.Duration
-	Checkpoints ingest.Checkpoints
-	Logger      zerolog.Logger
-	Metrics     *Metrics
+	Checkpoints            ingest.Checkpoints
+	Logger                 zerolog.Logger
+	Metrics                *Metrics
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
