@@ -54,6 +54,7 @@ func (e *Engine) Policy() Policy { return e.policy }
 // evaluation gathers the findings of one event.
 type evaluation struct {
 	e        *Engine
+	st       State
 	ev       *ingest.Event
 	key      string // the bucket's state key
 	findings []Finding
@@ -74,12 +75,19 @@ func (x *evaluation) add(id string, sev Severity, summary string) {
 // Events that are not encryption events give none. An error comes only
 // from the state store; the findings found so far are returned with it.
 func (e *Engine) Evaluate(ev *ingest.Event) ([]Finding, error) {
+	return e.EvaluateIn(e.state, ev)
+}
+
+// EvaluateIn is Evaluate with the bucket state read from and written to st
+// instead of the engine's own store, such as a TxState in the transaction
+// that also stores the findings.
+func (e *Engine) EvaluateIn(st State, ev *ingest.Event) ([]Finding, error) {
 	if !ev.IsEncryptionEvent() {
 		return nil, nil
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	x := &evaluation{e: e, ev: ev, key: BucketKey(ev.Bucket)}
+	x := &evaluation{e: e, st: st, ev: ev, key: BucketKey(ev.Bucket)}
 	var err error
 	switch ev.Name {
 	case ingest.PutBucketEncryption:
@@ -125,7 +133,7 @@ func (x *evaluation) delete() error {
 		sev = Low
 	}
 	x.add(EncryptionDeleted, sev, "default encryption deleted on "+x.bucketDesc()+": the bucket is back on SSE-S3 (AES256)")
-	st, _, err := x.e.state.Bucket(x.key)
+	st, _, err := x.st.Bucket(x.key)
 	if err != nil {
 		return fmt.Errorf("bucket state: %w", err)
 	}
@@ -253,7 +261,7 @@ func (x *evaluation) put() error {
 	var st BucketState
 	if dir || ok {
 		var err error
-		if st, _, err = x.e.state.Bucket(x.key); err != nil {
+		if st, _, err = x.st.Bucket(x.key); err != nil {
 			return fmt.Errorf("bucket state: %w", err)
 		}
 	}
@@ -320,5 +328,5 @@ func (x *evaluation) record(st BucketState, r ingest.EncryptionRule) error {
 	st.Compliant = r.Algorithm != "" && slices.Contains(x.e.policy.AllowedAlgorithms(ev.Bucket), r.Algorithm) &&
 		(r.KMSKeyID == "" || x.e.policy.KeyAllowed(r.KMSKeyID))
 	st.LastChange, st.LastActor, st.LastEventID, st.LastEvent = ev.Time, ev.Actor.ARN, ev.ID, ev.Name
-	return x.e.state.PutBucket(x.key, st)
+	return x.st.PutBucket(x.key, st)
 }

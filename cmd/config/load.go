@@ -94,17 +94,22 @@ func Parse(name string, data []byte, env []string) (Config, error) {
 	if err := decodeNode(root, &cfg); err != nil {
 		probs = append(probs, typeProblems(name, err, idx, envNames)...)
 	}
-	if len(probs) > 0 {
-		return cfg, &Error{probs}
-	}
 	for _, sec := range []string{"sinks.stdout"} {
 		if _, ok := idx.byPath[sec]; ok && cfg.Sinks.Stdout == nil {
 			cfg.Sinks.Stdout = &Stdout{}
 		}
 	}
 	applySectionDefaults(&cfg)
+	// Validate even after decode errors, so one run names every problem,
+	// but say nothing more about keys that already failed to decode.
+	reported := map[string]bool{}
+	for _, p := range probs {
+		reported[p.Key] = true
+	}
 	for _, fe := range validate(&cfg) {
-		probs = append(probs, idx.problem(name, fe.Path, fe.Msg, envNames))
+		if !coveredBy(fe.Path, reported) {
+			probs = append(probs, idx.problem(name, fe.Path, fe.Msg, envNames))
+		}
 	}
 	if len(probs) > 0 {
 		return cfg, &Error{probs}
@@ -466,4 +471,14 @@ func kafkaCommon(add func(string, string, ...any), p string, brokers []string, t
 			add(p+".sasl.passwordFile", "give exactly one of passwordFile and passwordEnv")
 		}
 	}
+}
+
+// coveredBy reports whether path or one of its ancestors was reported.
+func coveredBy(path string, reported map[string]bool) bool {
+	for q := path; q != ""; q = parent(q) {
+		if reported[q] {
+			return true
+		}
+	}
+	return false
 }

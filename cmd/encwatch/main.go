@@ -28,6 +28,9 @@ func main() {
 const usage = `encwatch watches CloudTrail for S3 default-encryption changes.
 
 Usage:
+  encwatch run --config FILE
+  encwatch healthcheck [--config FILE | --addr HOST:PORT]
+  encwatch deadletter list|retry [--config FILE] [--sink NAME] [--seq N]
   encwatch replay [--config FILE] [--format text|json] [--fail-on SEVERITY] PATH...
   encwatch rules [--config FILE]
   encwatch config check FILE
@@ -45,6 +48,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
+	case "run":
+		return runCmd(ctx, rest, stdout, stderr)
+	case "healthcheck":
+		return healthcheckCmd(rest, stdout, stderr)
+	case "deadletter":
+		return deadletterCmd(rest, stdout, stderr)
 	case "replay":
 		return replayCmd(ctx, rest, stdin, stdout, stderr)
 	case "rules":

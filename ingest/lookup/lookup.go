@@ -105,7 +105,12 @@ func New(o Options) (*Source, error) {
 func (s *Source) Run(ctx context.Context, handle ingest.Handler) error {
 	g, ctx := errgroup.WithContext(ctx)
 	for _, t := range s.o.Targets {
-		p := &poller{o: &s.o, t: t, handle: handle, limiter: rate.NewLimiter(rate.Limit(s.o.Rate), 1),
+		// The limiter starts empty: the first call waits one interval, so a
+		// quick restart cannot put a call right after the last one of the
+		// previous process.
+		lim := rate.NewLimiter(rate.Limit(s.o.Rate), 1)
+		lim.Allow()
+		p := &poller{o: &s.o, t: t, handle: handle, limiter: lim,
 			log: s.o.Logger.With().Str("account", t.Account).Str("region", t.Region).Logger()}
 		g.Go(func() error { return p.run(ctx) })
 	}

@@ -1,0 +1,87 @@
+package outbox
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// DeadLetters lists the dead-lettered alerts of every sink (or of one).
+// It needs no running outbox: it reads the database.
+func DeadLetters(db *bolt.DB, sink string) ([]Entry, error) {
+	var out []Entry
+	err := db.View(func(tx *bolt.Tx) error {
+		root := tx.Bucket(deadLetterBucket)
+		if root == nil {
+			return nil
+		}
+		return root.ForEachBucket(func(name []byte) error {
+			if sink != "" && string(name) != sink {
+				return nil
+			}
+			return root.Bucket(name).ForEach(func(k, v []byte) error {
+				var e Entry
+				if err := json.Unmarshal(v, &e); err != nil {
+					return fmt.Errorf("dead letter %s/%x: %w", name, k, err)
+				}
+				e.Seq, e.Sink = binary.BigEndian.Uint64(k), string(name)
+				out = append(out, e)
+				return nil
+			})
+		})
+	})
+	return out, err
+}
+
+// Requeue moves dead-lettered alerts back to their sink's outbox queue, to
+// be sent by the running (or next) daemon. seq 0 requeues every dead letter
+// of the sink (every sink when sink is ""). It returns how many moved.
+func Requeue(db *bolt.DB, sink string, seq uint64) (int, error) {
+	n := 0
+	err := db.Update(func(tx *bolt.Tx) error {
+		root, out := tx.Bucket(deadLetterBucket), tx.Bucket(outboxBucket)
+		if root == nil || out == nil {
+			return nil
+		}
+		return root.ForEachBucket(func(name []byte) error {
+			if sink != "" && string(name) != sink {
+				return nil
+			}
+			dl, q := root.Bucket(name), out.Bucket(name)
+			if q == nil {
+				return fmt.Errorf("no outbox queue for sink %s", name)
+			}
+			var keys [][]byte
+			err := dl.ForEach(func(k, v []byte) error {
+				if seq != 0 && binary.BigEndian.Uint64(k) != seq {
+					return nil
+				}
+				var e Entry
+				if err := json.Unmarshal(v, &e); err != nil {
+					return err
+				}
+				e.Reason, e.Attempts = "", 0
+				raw, _ := json.Marshal(Entry{Alert: e.Alert, Enqueued: e.Enqueued})
+				next, err := q.NextSequence()
+				if err != nil {
+					return err
+				}
+				keys = append(keys, append([]byte(nil), k...))
+				n++
+				return q.Put(key(next), raw)
+			})
+			if err != nil {
+				return err
+			}
+			for _, k := range keys {
+				if err := dl.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	return n, err
+}

@@ -1,0 +1,386 @@
+// Package outbox keeps alerts durable between the rules engine and the
+// sinks. Findings are put in the outbox in the same bbolt transaction as the
+// source checkpoint that produced them; a worker per sink sends the oldest
+// alert and deletes it only once the sink accepted it, so a crash at any
+// moment loses nothing and at worst sends an alert again, with the same id.
+package outbox
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/encwatch/encwatch/alert"
+)
+
+var (
+	outboxBucket     = []byte("outbox")
+	deadLetterBucket = []byte("deadletter")
+)
+
+// Queue is one sink and the alerts it takes.
+type Queue struct {
+	Sink alert.Sink
+	// Accept filters alerts for this sink (minimum severity, rules); nil
+	// takes every alert.
+	Accept func(alert.Alert) bool
+}
+
+// Options configures an Outbox.
+type Options struct {
+	DB     *bolt.DB
+	Queues []Queue
+	// MaxPending bounds the alerts waiting per sink (default 100000). When a
+	// queue is full, Wait blocks the pipeline, so sources stop advancing and
+	// nothing is dropped.
+	MaxPending int
+	// MinBackoff and MaxBackoff bound the retry delay (default 500ms, 1m).
+	MinBackoff, MaxBackoff time.Duration
+	// SendTimeout bounds one Send (default 30s).
+	SendTimeout time.Duration
+	Logger      zerolog.Logger
+	Metrics     *Metrics
+	Now         func() time.Time
+}
+
+// Entry is an alert waiting in the outbox or in the dead letters.
+type Entry struct {
+	Seq      uint64          `json:"-"`
+	Sink     string          `json:"-"`
+	Alert    json.RawMessage `json:"alert"`
+	Enqueued time.Time       `json:"enqueued"`
+	Attempts int             `json:"attempts,omitempty"`
+	Reason   string          `json:"reason,omitempty"` // why it was dead-lettered
+	Failed   time.Time       `json:"failed,omitzero"`
+}
+
+// Outbox is the durable queue of alerts per sink.
+type Outbox struct {
+	o      Options
+	mu     sync.Mutex
+	depth  map[string]int
+	wake   map[string]chan struct{}
+	room   chan struct{}
+	full   map[string]bool
+	queues map[string]Queue
+}
+
+// New opens the outbox's buckets in the database and counts what waits.
+func New(o Options) (*Outbox, error) {
+	if o.MaxPending <= 0 {
+		o.MaxPending = 100000
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 500 * time.Millisecond
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = time.Minute
+	}
+	if o.SendTimeout <= 0 {
+		o.SendTimeout = 30 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	ob := &Outbox{o: o, depth: map[string]int{}, wake: map[string]chan struct{}{}, room: make(chan struct{}), full: map[string]bool{}, queues: map[string]Queue{}}
+	err := o.DB.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{outboxBucket, deadLetterBucket} {
+			root, err := tx.CreateBucketIfNotExists(name)
+			if err != nil {
+				return err
+			}
+			for _, q := range o.Queues {
+				if _, err := root.CreateBucketIfNotExists([]byte(q.Sink.Name())); err != nil {
+					return err
+				}
+			}
+		}
+		for _, q := range o.Queues {
+			n := q.Sink.Name()
+			if _, dup := ob.queues[n]; dup {
+				return fmt.Errorf("two sinks named %q", n)
+			}
+			ob.queues[n] = q
+			ob.depth[n] = tx.Bucket(outboxBucket).Bucket([]byte(n)).Stats().KeyN
+			ob.wake[n] = make(chan struct{}, 1)
+			o.Metrics.depth.WithLabelValues(n).Set(float64(ob.depth[n]))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	return ob, nil
+}
+
+// Wait blocks while any sink's queue is full. It logs once when a queue
+// fills, so that operators see why sources stopped advancing.
+func (ob *Outbox) Wait(ctx context.Context) error {
+	for {
+		ob.mu.Lock()
+		var fullSink string
+		for n, d := range ob.depth {
+			if d >= ob.o.MaxPending {
+				fullSink = n
+				if !ob.full[n] {
+					ob.full[n] = true
+					ob.o.Metrics.full.WithLabelValues(n).Set(1)
+					ob.o.Logger.Warn().Str("sink", n).Int("pending", d).Msg("outbox full: sources wait until the sink takes alerts again")
+				}
+				break
+			}
+		}
+		room := ob.room
+		ob.mu.Unlock()
+		if fullSink == "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-room:
+		}
+	}
+}
+
+// Put adds an alert to the queue of every sink that accepts it, inside the
+// caller's transaction. Call Notify after the transaction committed. It
+// returns how many queues took the alert.
+func (ob *Outbox) Put(tx *bolt.Tx, a alert.Alert) (int, error) {
+	body, err := json.Marshal(a)
+	if err != nil {
+		return 0, err
+	}
+	raw, err := json.Marshal(Entry{Alert: body, Enqueued: ob.o.Now().UTC()})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for name, q := range ob.queues {
+		if q.Accept != nil && !q.Accept(a) {
+			continue
+		}
+		b := tx.Bucket(outboxBucket).Bucket([]byte(name))
+		seq, err := b.NextSequence()
+		if err != nil {
+			return n, err
+		}
+		if err := b.Put(key(seq), raw); err != nil {
+			return n, err
+		}
+		n++
+		tx.OnCommit(func() { ob.added(name, 1) })
+	}
+	return n, nil
+}
+
+func (ob *Outbox) added(name string, n int) {
+	ob.mu.Lock()
+	ob.depth[name] += n
+	d := ob.depth[name]
+	ob.mu.Unlock()
+	ob.o.Metrics.depth.WithLabelValues(name).Set(float64(d))
+	select {
+	case ob.wake[name] <- struct{}{}:
+	default:
+	}
+}
+
+func (ob *Outbox) removed(name string) {
+	ob.mu.Lock()
+	ob.depth[name]--
+	d := ob.depth[name]
+	if ob.full[name] && d < ob.o.MaxPending {
+		ob.full[name] = false
+		ob.o.Metrics.full.WithLabelValues(name).Set(0)
+		ob.o.Logger.Info().Str("sink", name).Int("pending", d).Msg("outbox has room again")
+	}
+	close(ob.room)
+	ob.room = make(chan struct{})
+	ob.mu.Unlock()
+	ob.o.Metrics.depth.WithLabelValues(name).Set(float64(d))
+}
+
+// Depth returns the alerts waiting for a sink.
+func (ob *Outbox) Depth(sink string) int {
+	ob.mu.Lock()
+	defer ob.mu.Unlock()
+	return ob.depth[sink]
+}
+
+func key(seq uint64) []byte {
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], seq)
+	return k[:]
+}
+
+// Run delivers alerts to every sink until ctx ends, then goes on for up to
+// drain to send what is waiting, and returns.
+func (ob *Outbox) Run(ctx context.Context, drain time.Duration) error {
+	var wg sync.WaitGroup
+	for name := range ob.queues {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ob.deliver(ctx, name, drain)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// deliver is the worker of one sink.
+func (ob *Outbox) deliver(ctx context.Context, name string, drain time.Duration) {
+	sink := ob.queues[name].Sink
+	log := ob.o.Logger.With().Str("sink", name).Logger()
+	// work ends drain after ctx.
+	work, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-ctx.Done():
+			time.Sleep(drain)
+			cancel()
+		case <-work.Done():
+		}
+	}()
+	backoff := ob.o.MinBackoff
+	for work.Err() == nil {
+		e, ok, err := ob.oldest(name)
+		if err != nil {
+			log.Error().Err(err).Msg("reading the outbox")
+			sleep(work, time.Second)
+			continue
+		}
+		if !ok {
+			if ctx.Err() != nil {
+				return // stopping and nothing left
+			}
+			ob.o.Metrics.oldest.WithLabelValues(name).Set(0)
+			select {
+			case <-ob.wake[name]:
+			case <-ctx.Done():
+			}
+			continue
+		}
+		ob.o.Metrics.oldest.WithLabelValues(name).Set(ob.o.Now().Sub(e.Enqueued).Seconds())
+		var a alert.Alert
+		if err := json.Unmarshal(e.Alert, &a); err != nil {
+			ob.deadLetter(e, fmt.Sprintf("stored alert unreadable: %v", err), log)
+			continue
+		}
+		sctx, scancel := context.WithTimeout(work, ob.o.SendTimeout)
+		err = sink.Send(sctx, alert.Delivery{Alert: a, Body: e.Alert})
+		scancel()
+		switch {
+		case err == nil:
+			if derr := ob.delete(name, e.Seq); derr != nil {
+				log.Error().Err(derr).Msg("deleting a sent alert; it will be sent again")
+			}
+			ob.o.Metrics.sent.WithLabelValues(name).Inc()
+			ob.o.Metrics.latency.WithLabelValues(name).Observe(ob.o.Now().Sub(e.Enqueued).Seconds())
+			backoff = ob.o.MinBackoff
+		case alert.IsPermanent(err):
+			ob.o.Metrics.failed.WithLabelValues(name, "permanent").Inc()
+			e.Attempts++
+			ob.deadLetter(e, err.Error(), log)
+			backoff = ob.o.MinBackoff
+		default:
+			if work.Err() != nil {
+				return
+			}
+			ob.o.Metrics.failed.WithLabelValues(name, "retryable").Inc()
+			ob.o.Metrics.retries.WithLabelValues(name).Inc()
+			wait := backoff/2 + rand.N(backoff/2+1)
+			if ra, ok := retryAfter(err); ok && ra > wait {
+				wait = min(ra, ob.o.MaxBackoff)
+			}
+			log.Warn().Err(err).Str("alert_id", a.ID).Dur("retry_in", wait).Msg("sink did not take the alert; retrying")
+			sleep(work, wait)
+			backoff = min(2*backoff, ob.o.MaxBackoff)
+		}
+	}
+	if n := ob.Depth(name); n > 0 {
+		log.Warn().Int("pending", n).Msg("stopping with alerts still in the outbox; they are sent after the restart")
+	}
+}
+
+// RetryAfter is implemented by errors that carry a server's Retry-After.
+type RetryAfter interface{ RetryAfter() time.Duration }
+
+func retryAfter(err error) (time.Duration, bool) {
+	var ra RetryAfter
+	if errors.As(err, &ra) {
+		return ra.RetryAfter(), true
+	}
+	return 0, false
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func (ob *Outbox) oldest(name string) (Entry, bool, error) {
+	var e Entry
+	found := false
+	err := ob.o.DB.View(func(tx *bolt.Tx) error {
+		k, v := tx.Bucket(outboxBucket).Bucket([]byte(name)).Cursor().First()
+		if k == nil {
+			return nil
+		}
+		found = true
+		e.Seq, e.Sink = binary.BigEndian.Uint64(k), name
+		return json.Unmarshal(v, &e)
+	})
+	return e, found, err
+}
+
+func (ob *Outbox) delete(name string, seq uint64) error {
+	err := ob.o.DB.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(outboxBucket).Bucket([]byte(name)).Delete(key(seq))
+	})
+	if err == nil {
+		ob.removed(name)
+	}
+	return err
+}
+
+func (ob *Outbox) deadLetter(e Entry, reason string, log zerolog.Logger) {
+	e.Reason, e.Failed = reason, ob.o.Now().UTC()
+	raw, _ := json.Marshal(e)
+	err := ob.o.DB.Update(func(tx *bolt.Tx) error {
+		dl := tx.Bucket(deadLetterBucket).Bucket([]byte(e.Sink))
+		seq, err := dl.NextSequence()
+		if err != nil {
+			return err
+		}
+		if err := dl.Put(key(seq), raw); err != nil {
+			return err
+		}
+		return tx.Bucket(outboxBucket).Bucket([]byte(e.Sink)).Delete(key(e.Seq))
+	})
+	if err != nil {
+		log.Error().Err(err).Msg("moving an alert to the dead letters")
+		sleep(context.Background(), time.Second)
+		return
+	}
+	ob.removed(e.Sink)
+	ob.o.Metrics.deadLetters.WithLabelValues(e.Sink).Inc()
+	log.Error().Str("reason", reason).Uint64("seq", e.Seq).Msg("alert rejected for good: moved to the dead letters (encwatch deadletter list)")
+}

@@ -1,0 +1,249 @@
+// Package daemon is `encwatch run`: every configured source, the rules
+// engine and every sink, with durable state, an HTTP server for metrics and
+// health, and an orderly shutdown.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/encwatch/encwatch/alert"
+	"github.com/encwatch/encwatch/alert/outbox"
+	"github.com/encwatch/encwatch/cmd/config"
+	"github.com/encwatch/encwatch/ingest"
+	"github.com/encwatch/encwatch/ingest/lookup"
+	"github.com/encwatch/encwatch/rules"
+)
+
+// DrainTimeout bounds how long a stopping daemon keeps delivering what
+// waits in the outbox; with the rest of the shutdown it stays well within
+// ECS's 30 s stop timeout.
+const DrainTimeout = 10 * time.Second
+
+// Options configures a daemon.
+type Options struct {
+	Config config.Config
+	// Stdout receives the stdout sink's alerts; Stderr the logs.
+	Stdout, Stderr io.Writer
+	// Registry receives the metrics (nil: a new one).
+	Registry *prometheus.Registry
+	// Version, Revision and GoVersion label the build-info metric.
+	Version, Revision, GoVersion string
+	// Sinks are added to the configured ones (the demo's receivers).
+	Sinks []outbox.Queue
+	// OnReady is called with the HTTP address once the daemon runs.
+	OnReady func(addr string)
+}
+
+// component is anything the daemon runs until its context ends.
+type component struct {
+	name string
+	run  func(context.Context, ingest.Handler) error
+}
+
+// Run runs the daemon until ctx ends, then stops reading, finishes the
+// batch in flight, drains the outbox for up to DrainTimeout and closes the
+// state. It returns nil after a clean stop.
+func Run(ctx context.Context, o Options) error {
+	cfg := o.Config
+	log := newLogger(o.Stderr, cfg.Log.Level)
+	reg := o.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "encwatch_build_info", Help: "Build of the running daemon; always 1."},
+		[]string{"version", "revision", "goversion"})
+	reg.MustRegister(buildInfo)
+	buildInfo.WithLabelValues(o.Version, o.Revision, o.GoVersion).Set(1)
+
+	db, err := openState(cfg.State.Dir)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := db.Close(); err != nil {
+			log.Error().Err(err).Msg("closing state")
+		}
+	}()
+	engine, err := rules.New(cfg.Policy, nil)
+	if err != nil {
+		return err
+	}
+	queues, err := sinks(cfg, o)
+	if err != nil {
+		return err
+	}
+	ob, err := outbox.New(outbox.Options{DB: db, Queues: queues, Logger: log.With().Str("component", "outbox").Logger(), Metrics: outbox.NewMetrics(reg)})
+	if err != nil {
+		return err
+	}
+	p := &pipeline{db: db, engine: engine, outbox: ob, now: time.Now, metrics: newPipelineMetrics(reg)}
+	sources, err := buildSources(ctx, cfg, db, log, reg, p.metrics)
+	if err != nil {
+		return err
+	}
+	if len(sources) == 0 {
+		return errors.New("no source configured: set sources.lookup, sources.files, sources.sqs or sources.kafka")
+	}
+	srv, err := newServer(cfg.HTTP.Listen, reg, func() error { return nil })
+	if err != nil {
+		return fmt.Errorf("http.listen: %w", err)
+	}
+	log.Info().Str("listen", srv.Addr()).Str("state", cfg.State.Dir).Int("sources", len(sources)).Int("sinks", len(queues)).
+		Str("version", o.Version).Msg("encwatch running")
+
+	// Sources stop first (ctx), then the outbox drains, then HTTP stops.
+	deliverCtx, stopDelivery := context.WithCancel(context.Background())
+	defer stopDelivery()
+	httpCtx, stopHTTP := context.WithCancel(context.Background())
+	defer stopHTTP()
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- srv.run(httpCtx) }()
+	obDone := make(chan error, 1)
+	go func() { obDone <- ob.Run(deliverCtx, DrainTimeout) }()
+
+	g, gctx := errgroup.WithContext(ctx)
+	for _, s := range sources {
+		g.Go(func() error {
+			if err := s.run(gctx, p.handle); err != nil {
+				return fmt.Errorf("source %s: %w", s.name, err)
+			}
+			log.Debug().Str("source", s.name).Msg("source stopped")
+			return nil
+		})
+	}
+	srv.ready.Store(true)
+	if o.OnReady != nil {
+		o.OnReady(srv.Addr())
+	}
+	err = g.Wait()
+	if err != nil && ctx.Err() == nil {
+		log.Error().Err(err).Msg("a source failed; stopping")
+	}
+	if err == nil && ctx.Err() == nil {
+		// Every source finished by itself (files without watch): deliver
+		// everything before exiting, unless told to stop.
+		log.Info().Msg("sources finished; delivering what waits in the outbox")
+		for ctx.Err() == nil && pending(ob, queues) > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	log.Info().Msg("stopping: sources stopped, draining the outbox")
+	srv.ready.Store(false)
+	stopDelivery()
+	<-obDone
+	stopHTTP()
+	<-httpDone
+	log.Info().Msg("stopped")
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func newLogger(w io.Writer, level string) zerolog.Logger {
+	if w == nil {
+		w = os.Stderr
+	}
+	l, err := zerolog.ParseLevel(level)
+	if err != nil {
+		l = zerolog.InfoLevel
+	}
+	return zerolog.New(w).Level(l).With().Timestamp().Logger()
+}
+
+// openState opens the bbolt database in the state folder. The file lock
+// keeps a second daemon off the same state.
+func openState(dir string) (*bolt.DB, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state.dir: %w", err)
+	}
+	path := filepath.Join(dir, "encwatch.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("state %s is in use by another encwatch process", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening state %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func sinks(cfg config.Config, o Options) ([]outbox.Queue, error) {
+	var qs []outbox.Queue
+	if cfg.Sinks.Stdout != nil {
+		w := o.Stdout
+		if w == nil {
+			w = os.Stdout
+		}
+		qs = append(qs, outbox.Queue{Sink: alert.NewStdout(w)})
+	}
+	qs = append(qs, o.Sinks...)
+	if len(qs) == 0 {
+		return nil, errors.New("no sink configured: set sinks.stdout, sinks.kafka or sinks.webhooks")
+	}
+	return qs, nil
+}
+
+func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerolog.Logger, reg prometheus.Registerer, pm *pipelineMetrics) ([]component, error) {
+	var out []component
+	cps := ingest.BoltCheckpoints{DB: db}
+	if l := cfg.Sources.Lookup; l != nil {
+		var targets []lookup.Target
+		for _, region := range l.Regions {
+			if len(l.Accounts) == 0 {
+				t, err := lookup.NewTarget(ctx, region, "", "")
+				if err != nil {
+					return nil, err
+				}
+				targets = append(targets, t)
+			}
+			for _, a := range l.Accounts {
+				t, err := lookup.NewTarget(ctx, region, a.RoleARN, a.ExternalID)
+				if err != nil {
+					return nil, err
+				}
+				targets = append(targets, t)
+			}
+		}
+		src, err := lookup.New(lookup.Options{Targets: targets, Interval: l.Interval.D(), Overlap: l.Overlap.D(), StartFrom: l.StartFrom.D(),
+			Checkpoints: cps, Logger: log.With().Str("component", "lookup").Logger(), Metrics: lookup.NewMetrics(reg)})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, component{name: "lookup", run: src.Run})
+	}
+	if f := cfg.Sources.Files; f != nil {
+		fs := &ingest.FileSource{Paths: f.Paths, Watch: f.Watch, MaxRecordBytes: cfg.Limits.MaxRecordBytes, Checkpoints: cps,
+			Logger:  log.With().Str("component", "files").Logger(),
+			OnError: func(ingest.Position, error) { pm.decodeErrors.WithLabelValues("files").Inc() }}
+		out = append(out, component{name: "files", run: fs.Run})
+	}
+	if cfg.Sources.SQS != nil || cfg.Sources.Kafka != nil {
+		return nil, errors.New("sources.sqs and sources.kafka are not supported by this build yet")
+	}
+	return out, nil
+}
+
+func pending(ob *outbox.Outbox, qs []outbox.Queue) int {
+	n := 0
+	for _, q := range qs {
+		n += ob.Depth(q.Sink.Name())
+	}
+	return n
+}

@@ -1,0 +1,98 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/encwatch/encwatch/alert"
+	"github.com/encwatch/encwatch/alert/outbox"
+	"github.com/encwatch/encwatch/ingest"
+	"github.com/encwatch/encwatch/rules"
+)
+
+// pipeline judges batches and stores their findings, bucket state and
+// checkpoints in one transaction: the source may advance once it returns.
+type pipeline struct {
+	db      *bolt.DB
+	engine  *rules.Engine
+	outbox  *outbox.Outbox
+	now     func() time.Time
+	metrics *pipelineMetrics
+}
+
+type pipelineMetrics struct {
+	events, findings, skipped, decodeErrors *prometheus.CounterVec
+	lag                                     *prometheus.GaugeVec
+	storeSeconds                            prometheus.Histogram
+}
+
+func newPipelineMetrics(reg prometheus.Registerer) *pipelineMetrics {
+	m := &pipelineMetrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_events_total",
+			Help: "Encryption events judged, by source and event name."}, []string{"source", "event"}),
+		findings: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_findings_total",
+			Help: "Findings raised, by rule and severity."}, []string{"rule", "severity"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_records_skipped_total",
+			Help: "Records read and skipped by the prefilter without decoding, by source."}, []string{"source"}),
+		decodeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_decode_errors_total",
+			Help: "Records or inputs that could not be read, by source."}, []string{"source"}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "encwatch_source_newest_event_timestamp_seconds",
+			Help: "eventTime of the newest event judged, by source; now minus this is the lag."}, []string{"source"}),
+		storeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "encwatch_batch_store_seconds",
+			Help: "Time to judge a batch and store its findings and checkpoints.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+	}
+	reg.MustRegister(m.events, m.findings, m.skipped, m.decodeErrors, m.lag, m.storeSeconds)
+	return m
+}
+
+// handle is the ingest.Handler every source calls.
+func (p *pipeline) handle(ctx context.Context, b ingest.Batch) error {
+	if err := p.outbox.Wait(ctx); err != nil {
+		return err
+	}
+	start := time.Now()
+	now := p.now()
+	var found []rules.Finding
+	err := p.db.Update(func(tx *bolt.Tx) error {
+		found = found[:0]
+		st := rules.TxState{Tx: tx}
+		for _, ev := range b.Events {
+			fs, err := p.engine.EvaluateIn(st, ev)
+			if err != nil {
+				return err
+			}
+			for _, f := range fs {
+				if _, err := p.outbox.Put(tx, alert.New(f, now)); err != nil {
+					return fmt.Errorf("outbox: %w", err)
+				}
+			}
+			found = append(found, fs...)
+		}
+		return ingest.PutCheckpoints(tx, b.Checkpoints)
+	})
+	if err != nil {
+		return fmt.Errorf("storing a batch of %d events from %s: %w", len(b.Events), b.Source, err)
+	}
+	p.metrics.storeSeconds.Observe(time.Since(start).Seconds())
+	var newest time.Time
+	for _, ev := range b.Events {
+		p.metrics.events.WithLabelValues(b.Source, ev.Name).Inc()
+		if ev.Time.After(newest) {
+			newest = ev.Time
+		}
+	}
+	if !newest.IsZero() {
+		p.metrics.lag.WithLabelValues(b.Source).Set(float64(newest.Unix()))
+	}
+	for _, f := range found {
+		p.metrics.findings.WithLabelValues(f.Rule, f.Severity.String()).Inc()
+	}
+	if skipped := b.Stats.Records - b.Stats.Candidates; skipped > 0 {
+		p.metrics.skipped.WithLabelValues(b.Source).Add(float64(skipped))
+	}
+	return nil
+}

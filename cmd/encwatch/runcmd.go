@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/encwatch/encwatch/alert/outbox"
+	"github.com/encwatch/encwatch/cmd/daemon"
+)
+
+func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", os.Getenv("ENCWATCH_CONFIG"), "configuration `FILE` (default $ENCWATCH_CONFIG)")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	if len(cfg.CustomRules) > 0 {
+		fmt.Fprintln(stderr, "invalid configuration: customRules: custom CEL rules are not supported by this build")
+		return exitUsage
+	}
+	v, r, g := buildInfo()
+	err = daemon.Run(ctx, daemon.Options{Config: cfg, Stdout: stdout, Stderr: stderr, Version: v, Revision: r, GoVersion: g})
+	if err != nil {
+		fmt.Fprintf(stderr, "encwatch run: %v\n", err)
+		return 1
+	}
+	return exitOK
+}
+
+// healthcheckCmd probes a running daemon's /healthz; it is the container's
+// HEALTHCHECK.
+func healthcheckCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", os.Getenv("ENCWATCH_CONFIG"), "configuration `FILE` whose http.listen to probe")
+	addr := fs.String("addr", "", "address to probe (default: http.listen of the configuration)")
+	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if *addr == "" {
+		cfg, err := loadConfig(*cfgPath)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitUsage
+		}
+		*addr = cfg.HTTP.Listen
+	}
+	host := *addr
+	if strings.HasPrefix(host, "0.0.0.0:") || strings.HasPrefix(host, ":") {
+		host = "127.0.0.1:" + host[strings.LastIndexByte(host, ':')+1:]
+	}
+	client := &http.Client{Timeout: *timeout}
+	resp, err := client.Get("http://" + host + "/healthz")
+	if err != nil {
+		fmt.Fprintf(stderr, "encwatch healthcheck: %v\n", err)
+		return 1
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "encwatch healthcheck: %s answered %s\n", host, resp.Status)
+		return 1
+	}
+	fmt.Fprintln(stdout, "ok")
+	return exitOK
+}
+
+// deadletterCmd lists and requeues dead-lettered alerts. It opens the
+// state, so it runs while the daemon is stopped, or waits for its lock.
+func deadletterCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "retry") {
+		fmt.Fprintln(stderr, "usage: encwatch deadletter list|retry [--config FILE] [--sink NAME] [--seq N]")
+		return exitUsage
+	}
+	fs := flag.NewFlagSet("deadletter "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", os.Getenv("ENCWATCH_CONFIG"), "configuration `FILE` whose state.dir to use")
+	sink := fs.String("sink", "", "only this sink")
+	seq := fs.Uint64("seq", 0, "only this dead letter (retry)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return exitUsage
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	path := cfg.State.Dir + "/encwatch.db"
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 10 * time.Second})
+	if err != nil {
+		fmt.Fprintf(stderr, "encwatch deadletter: opening %s: %v (a running daemon holds the state: stop it first)\n", path, err)
+		return 1
+	}
+	defer db.Close()
+	if args[0] == "retry" {
+		n, err := outbox.Requeue(db, *sink, *seq)
+		if err != nil {
+			fmt.Fprintf(stderr, "encwatch deadletter retry: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%d alerts moved back to the outbox; the daemon sends them when it runs\n", n)
+		return exitOK
+	}
+	entries, err := outbox.DeadLetters(db, *sink)
+	if err != nil {
+		fmt.Fprintf(stderr, "encwatch deadletter list: %v\n", err)
+		return 1
+	}
+	for _, e := range entries {
+		fmt.Fprintf(stdout, "%s\t%d\t%s\t%s\t%s\n", e.Sink, e.Seq, e.Failed.Format(time.RFC3339), e.Reason, e.Alert)
+	}
+	fmt.Fprintf(stderr, "%d dead letters\n", len(entries))
+	return exitOK
+}

@@ -1,0 +1,160 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// FileSource reads files and folders for the daemon: it replays them, and
+// with Watch it keeps looking for new files. Each file is marked done in
+// its checkpoint together with the findings of its last batch, so a
+// restart neither repeats a finished file nor skips one; a file cut short
+// by a crash is read again (at-least-once, same alert ids).
+type FileSource struct {
+	Paths []string
+	Watch bool
+	// PollInterval is how often a watched tree is listed (default 5s).
+	PollInterval time.Duration
+	// Settle is how long a file must be unchanged before it is read, so
+	// that files still being written are left for later (default 2s; only
+	// when watching).
+	Settle         time.Duration
+	MaxRecordBytes int
+	Checkpoints    Checkpoints
+	Logger         zerolog.Logger
+	// OnError receives unreadable records and files (for metrics).
+	OnError func(pos Position, err error)
+	// OnRead receives the stats of every file read (for metrics).
+	OnRead func(st Stats)
+}
+
+// fileMark is the checkpoint of a finished file.
+type fileMark struct {
+	Size  int64     `json:"size"`
+	MTime time.Time `json:"mtime"`
+	Done  time.Time `json:"done"`
+}
+
+// FileKey returns the checkpoint key of a file.
+func FileKey(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	return "files/" + path
+}
+
+// Run replays the paths, then, when watching, polls for new files until
+// ctx ends. A path that does not exist is an error at start; later listing
+// errors are logged and retried.
+func (s *FileSource) Run(ctx context.Context, handle Handler) error {
+	if s.PollInterval <= 0 {
+		s.PollInterval = 5 * time.Second
+	}
+	if s.Settle <= 0 {
+		s.Settle = 2 * time.Second
+	}
+	first := true
+	for {
+		inputs, err := Expand(s.Paths)
+		if err != nil {
+			if first {
+				return err
+			}
+			s.Logger.Warn().Err(err).Msg("listing watched paths")
+		}
+		for _, in := range inputs {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err := s.file(ctx, in, handle); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+		}
+		first = false
+		if !s.Watch {
+			s.Logger.Info().Int("files", len(inputs)).Msg("files replayed; not watching")
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(s.PollInterval):
+		}
+	}
+}
+
+// file reads one input unless its checkpoint says it is done.
+func (s *FileSource) file(ctx context.Context, in Input, handle Handler) error {
+	if in.Path == Stdin {
+		return errors.New("the files source cannot read standard input")
+	}
+	info, err := os.Stat(in.Path)
+	if err != nil {
+		s.Logger.Warn().Err(err).Str("file", in.Path).Msg("file vanished")
+		return nil
+	}
+	if s.Watch && time.Since(info.ModTime()) < s.Settle {
+		return nil // still being written; next round
+	}
+	key := FileKey(in.Path)
+	if s.Checkpoints != nil {
+		raw, err := s.Checkpoints.Checkpoint(key)
+		if err != nil {
+			return err
+		}
+		if raw != nil {
+			return nil
+		}
+	}
+	mark, _ := json.Marshal(fileMark{Size: info.Size(), MTime: info.ModTime().UTC(), Done: time.Now().UTC()})
+	rc, err := Open(in)
+	if err != nil {
+		s.report(Position{Source: in.Path}, err)
+		return handle(ctx, Batch{Source: "files", Checkpoints: map[string][]byte{key: mark}})
+	}
+	defer rc.Close()
+	var batch []*Event
+	var handleErr error
+	dec := Decoder{
+		Source: in.Path, MaxRecordBytes: s.MaxRecordBytes, OnError: s.report,
+		OnEvent: func(ev *Event) error {
+			batch = append(batch, ev)
+			if len(batch) < 512 {
+				return nil
+			}
+			SortByTime(batch)
+			handleErr = handle(ctx, Batch{Source: "files", Events: batch})
+			batch = nil
+			return handleErr
+		},
+	}
+	st, err := dec.Decode(rc)
+	if handleErr != nil {
+		return handleErr
+	}
+	if err != nil {
+		s.report(Position{Source: in.Path, Offset: st.Bytes}, err)
+	}
+	if s.OnRead != nil {
+		s.OnRead(st)
+	}
+	SortByTime(batch)
+	s.Logger.Debug().Str("file", in.Path).Int64("records", st.Records).Int64("events", st.Events).Msg("file read")
+	return handle(ctx, Batch{Source: "files", Events: batch, Stats: st, Checkpoints: map[string][]byte{key: mark}})
+}
+
+func (s *FileSource) report(pos Position, err error) {
+	s.Logger.Warn().Err(err).Str("where", pos.String()).Msg("bad input skipped")
+	if s.OnError != nil {
+		s.OnError(pos, err)
+	}
+}
