@@ -21,6 +21,12 @@ type Sink interface {
 	Send(ctx context.Context, d Delivery) error
 }
 
+// Checker is implemented by sinks that can say whether their destination
+// is reachable, for /readyz.
+type Checker interface {
+	Check(ctx context.Context) error
+}
+
 // Delivery is one alert handed to a sink: the alert and its JSON encoding,
 // which is what the sink sends.
 type Delivery struct {

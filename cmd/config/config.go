@@ -82,6 +82,8 @@ type KafkaSource struct {
 type Files struct {
 	Paths []string `yaml:"paths"`
 	Watch bool     `yaml:"watch"`
+	// Interval is how often a watched tree is listed for new files.
+	Interval rules.Duration `yaml:"interval"`
 }
 
 // Sinks are the outputs; a nil sink is off.

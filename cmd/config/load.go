@@ -334,6 +334,9 @@ func applySectionDefaults(c *Config) {
 			s.MaxReceives = 5
 		}
 	}
+	if f := c.Sources.Files; f != nil {
+		setDur(&f.Interval, 5*time.Second)
+	}
 	if k := c.Sources.Kafka; k != nil && k.Group == "" {
 		k.Group = "encwatch"
 	}

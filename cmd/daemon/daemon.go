@@ -97,7 +97,7 @@ func Run(ctx context.Context, o Options) error {
 	if len(sources) == 0 {
 		return errors.New("no source configured: set sources.lookup, sources.files, sources.sqs or sources.kafka")
 	}
-	srv, err := newServer(cfg.HTTP.Listen, reg, func() error { return nil })
+	srv, err := newServer(cfg.HTTP.Listen, reg, func() error { return ready(db, queues) })
 	if err != nil {
 		return fmt.Errorf("http.listen: %w", err)
 	}
@@ -229,7 +229,7 @@ func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerol
 		out = append(out, component{name: "lookup", run: src.Run})
 	}
 	if f := cfg.Sources.Files; f != nil {
-		fs := &ingest.FileSource{Paths: f.Paths, Watch: f.Watch, MaxRecordBytes: cfg.Limits.MaxRecordBytes, Checkpoints: cps,
+		fs := &ingest.FileSource{Paths: f.Paths, Watch: f.Watch, PollInterval: f.Interval.D(), MaxRecordBytes: cfg.Limits.MaxRecordBytes, Checkpoints: cps,
 			Logger:  log.With().Str("component", "files").Logger(),
 			OnError: func(ingest.Position, error) { pm.decodeErrors.WithLabelValues("files").Inc() }}
 		out = append(out, component{name: "files", run: fs.Run})
@@ -246,4 +246,22 @@ func pending(ob *outbox.Outbox, qs []outbox.Queue) int {
 		n += ob.Depth(q.Sink.Name())
 	}
 	return n
+}
+
+// ready checks that the state answers and every sink that can tell is
+// reachable.
+func ready(db *bolt.DB, qs []outbox.Queue) error {
+	if err := db.View(func(*bolt.Tx) error { return nil }); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, q := range qs {
+		if c, ok := q.Sink.(alert.Checker); ok {
+			if err := c.Check(ctx); err != nil {
+				return fmt.Errorf("sink %s: %w", q.Sink.Name(), err)
+			}
+		}
+	}
+	return nil
 }

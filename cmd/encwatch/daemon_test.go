@@ -200,6 +200,7 @@ func TestDaemonLateEventsAndGracefulRestart(t *testing.T) {
 
 	d := startDaemon(t, cfg, srv.URL)
 	d.waitAlerts(t, want, 20*time.Second)
+	probeHealth(t, d)
 	time.Sleep(1500 * time.Millisecond) // a few more polls: nothing may repeat
 	took := d.stop(t)
 	if took > 20*time.Second {
@@ -310,5 +311,30 @@ func TestDaemonBadConfig(t *testing.T) {
 		if !strings.Contains(string(out), w) {
 			t.Errorf("output lacks %q:\n%s", w, out)
 		}
+	}
+}
+
+// probeHealth runs `encwatch healthcheck` against the daemon's address,
+// read from its start-up log line.
+func probeHealth(t *testing.T, d *daemonProc) {
+	t.Helper()
+	_, logs := d.snapshot()
+	var addr string
+	for _, l := range logs {
+		var m struct{ Listen, Message string }
+		if json.Unmarshal([]byte(l), &m) == nil && m.Message == "encwatch running" {
+			addr = m.Listen
+		}
+	}
+	if addr == "" {
+		t.Fatalf("no start-up line with the address in the log:\n%s", strings.Join(logs, "\n"))
+	}
+	out, err := exec.Command(encwatchBinary(t), "healthcheck", "--addr", addr).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "ok" {
+		t.Errorf("healthcheck: %v %s", err, out)
+	}
+	out, err = exec.Command(encwatchBinary(t), "healthcheck", "--addr", "127.0.0.1:1").CombinedOutput()
+	if err == nil {
+		t.Errorf("healthcheck of a closed port succeeded: %s", out)
 	}
 }
