@@ -30,11 +30,18 @@ type Engine struct {
 	state    State
 	disabled map[string]bool
 	bursts   *burstTracker
+	custom   []*Compiled
+	onError  func(rule string, err error)
 }
 
-// New returns an engine for a validated policy and a state store.
-func New(p Policy, st State) (*Engine, error) {
-	if errs := p.Validate(); len(errs) > 0 {
+// New returns an engine for a validated policy, a state store (nil: in
+// memory) and compiled custom rules.
+func New(p Policy, st State, custom ...*Compiled) (*Engine, error) {
+	ids := make([]string, len(custom))
+	for i, c := range custom {
+		ids[i] = c.ID
+	}
+	if errs := p.Validate(ids...); len(errs) > 0 {
 		return nil, fmt.Errorf("policy: %w", errs[0])
 	}
 	if st == nil {
@@ -45,7 +52,27 @@ func New(p Policy, st State) (*Engine, error) {
 		e.disabled[id] = true
 	}
 	e.bursts = newBurstTracker(p.ReadBurst.Buckets, p.ReadBurst.Window.D())
+	e.custom = custom
 	return e, nil
+}
+
+// OnCustomError sets the function told when a custom rule fails on an
+// event (an evaluation error, or its cost limit exceeded); the rule is
+// skipped for that event and the others go on.
+func (e *Engine) OnCustomError(fn func(rule string, err error)) { e.onError = fn }
+
+// Custom returns the custom rules in force.
+func (e *Engine) Custom() []*Compiled { return e.custom }
+
+// TakeBursts hands the read-burst windows of old to e, so that a reload
+// with the same readBurst settings does not forget who was reading.
+func (e *Engine) TakeBursts(old *Engine) {
+	if old == nil || old.policy.ReadBurst != e.policy.ReadBurst {
+		return
+	}
+	old.mu.Lock()
+	defer old.mu.Unlock()
+	e.bursts = old.bursts
 }
 
 // Policy returns the policy in force.
@@ -61,14 +88,40 @@ type evaluation struct {
 }
 
 func (x *evaluation) add(id string, sev Severity, summary string) {
+	x.addWith(id, sev, summary, Lookup(id).Remediation)
+}
+
+func (x *evaluation) addWith(id string, sev Severity, summary, remediation string) {
 	if x.e.disabled[id] {
 		return
 	}
 	if s, ok := x.e.policy.Severity[id]; ok {
 		sev = s
 	}
-	def := Lookup(id)
-	x.findings = append(x.findings, Finding{Rule: id, Severity: sev, Summary: summary, Remediation: def.Remediation, Event: x.ev})
+	x.findings = append(x.findings, Finding{Rule: id, Severity: sev, Summary: summary, Remediation: remediation, Event: x.ev})
+}
+
+// customRules runs the organisation's CEL rules on the event.
+func (x *evaluation) customRules() {
+	for _, c := range x.e.custom {
+		if x.e.disabled[c.ID] {
+			continue
+		}
+		ok, err := c.Match(x.ev)
+		if err != nil {
+			if x.e.onError != nil {
+				x.e.onError(c.ID, err)
+			}
+			continue
+		}
+		if ok {
+			summary := c.Summary
+			if summary == "" {
+				summary = "custom rule " + c.ID + " matched " + x.ev.Name + " on " + x.bucketDesc()
+			}
+			x.addWith(c.ID, c.Severity, summary, c.Remediation)
+		}
+	}
 }
 
 // Evaluate judges one event and returns its findings, in catalogue order.
@@ -100,6 +153,7 @@ func (e *Engine) EvaluateIn(st State, ev *ingest.Event) ([]Finding, error) {
 	if ev.Name != ingest.GetBucketEncryption {
 		x.caller()
 	}
+	x.customRules()
 	slices.SortStableFunc(x.findings, func(a, b Finding) int { return catalogueIndex(a.Rule) - catalogueIndex(b.Rule) })
 	return x.findings, err
 }

@@ -17,6 +17,18 @@ type Config struct {
 	Policy      rules.Policy `yaml:"policy"`
 	CustomRules []CustomRule `yaml:"customRules"`
 	Limits      Limits       `yaml:"limits"`
+	Reload      Reload       `yaml:"reload"`
+
+	// Compiled holds the custom rules compiled by Parse.
+	Compiled []*rules.Compiled `yaml:"-"`
+}
+
+// Reload configures live reloading of the policy and custom rules (SIGHUP
+// always reloads).
+type Reload struct {
+	// Watch reloads when the configuration file changes.
+	Watch    bool           `yaml:"watch"`
+	Interval rules.Duration `yaml:"interval"`
 }
 
 // State is where durable state lives.
@@ -37,6 +49,8 @@ type Log struct {
 // Limits bounds input.
 type Limits struct {
 	MaxRecordBytes int `yaml:"maxRecordBytes"`
+	// CustomRuleCost bounds one custom rule on one event, in CEL cost units.
+	CustomRuleCost uint64 `yaml:"customRuleCost"`
 }
 
 // Sources are the inputs; a nil source is off.

@@ -96,6 +96,10 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 		{"two problems", "log: {level: loud}\nhttp: {listen: nowhere}\n",
 			[]string{"f.yaml:1: log.level: unknown level", "f.yaml:2: http.listen: want host:port"}},
 		{"yaml syntax", "sources:\n  lookup: [\n", []string{"f.yaml:"}},
+		{"custom rule does not compile", "customRules:\n  - id: r1\n    severity: high\n    when: 'evnt.name == \"x\"'\n",
+			[]string{"f.yaml:4: customRules[0].when: rule r1: ERROR: expression 1:1: undeclared reference to 'evnt'"}},
+		{"custom rule id clashes", "customRules:\n  - {id: root-principal, severity: high, when: 'true'}\n",
+			[]string{"f.yaml:2: customRules[0].id: duplicate rule id"}},
 		{"unknown rule disabled", "policy:\n  disabled: [root-principal, no-such]\n", []string{"f.yaml:2: policy.disabled[1]: unknown rule id"}},
 	}
 	for _, tt := range tests {

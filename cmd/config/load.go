@@ -337,6 +337,10 @@ func applySectionDefaults(c *Config) {
 	if f := c.Sources.Files; f != nil {
 		setDur(&f.Interval, 5*time.Second)
 	}
+	setDur(&c.Reload.Interval, 5*time.Second)
+	if c.Limits.CustomRuleCost == 0 {
+		c.Limits.CustomRuleCost = rules.DefaultCostLimit
+	}
 	if k := c.Sources.Kafka; k != nil && k.Group == "" {
 		k.Group = "encwatch"
 	}
@@ -438,12 +442,20 @@ func validate(c *Config) []rules.FieldError {
 			add(p+".id", "duplicate rule id %q", r.ID)
 		}
 		custom = append(custom, r.ID)
-		if _, err := rules.ParseSeverity(r.Severity); err != nil {
+		sev, err := rules.ParseSeverity(r.Severity)
+		if err != nil {
 			add(p+".severity", "%v", err)
 		}
 		if strings.TrimSpace(r.When) == "" {
 			add(p+".when", "missing CEL expression")
+			continue
 		}
+		compiled, err := rules.Compile(rules.CustomRule{ID: r.ID, Severity: sev, Summary: r.Summary, Remediation: r.Remediation, When: r.When}, c.Limits.CustomRuleCost)
+		if err != nil {
+			add(p+".when", "%s", strings.ReplaceAll(err.Error(), "<input>:", "expression "))
+			continue
+		}
+		c.Compiled = append(c.Compiled, compiled)
 	}
 	for _, fe := range c.Policy.Validate(custom...) {
 		add("policy."+fe.Path, "%s", fe.Msg)

@@ -44,6 +44,10 @@ type Options struct {
 	Sinks []outbox.Queue
 	// OnReady is called with the HTTP address once the daemon runs.
 	OnReady func(addr string)
+	// ConfigPath is the file the policy and custom rules are reloaded from.
+	ConfigPath string
+	// Reload asks for a reload (the command sends SIGHUP here).
+	Reload <-chan struct{}
 }
 
 // component is anything the daemon runs until its context ends.
@@ -77,7 +81,8 @@ func Run(ctx context.Context, o Options) error {
 			log.Error().Err(err).Msg("closing state")
 		}
 	}()
-	engine, err := rules.New(cfg.Policy, nil)
+	pm := newPipelineMetrics(reg)
+	engine, err := newEngine(cfg, nil, pm, log)
 	if err != nil {
 		return err
 	}
@@ -89,7 +94,8 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	p := &pipeline{db: db, engine: engine, outbox: ob, now: time.Now, metrics: newPipelineMetrics(reg)}
+	p := &pipeline{db: db, outbox: ob, now: time.Now, metrics: pm}
+	p.engine.Store(engine)
 	sources, err := buildSources(ctx, cfg, db, log, reg, p.metrics)
 	if err != nil {
 		return err
@@ -113,6 +119,7 @@ func Run(ctx context.Context, o Options) error {
 	go func() { httpDone <- srv.run(httpCtx) }()
 	obDone := make(chan error, 1)
 	go func() { obDone <- ob.Run(deliverCtx, DrainTimeout) }()
+	go p.reloads(ctx, o, cfg, log)
 
 	g, gctx := errgroup.WithContext(ctx)
 	for _, s := range sources {
@@ -264,4 +271,73 @@ func ready(db *bolt.DB, qs []outbox.Queue) error {
 		}
 	}
 	return nil
+}
+
+// newEngine builds the rules engine of a configuration, taking over the
+// read-burst windows of the engine it replaces (nil at start).
+func newEngine(cfg config.Config, old *rules.Engine, pm *pipelineMetrics, log zerolog.Logger) (*rules.Engine, error) {
+	e, err := rules.New(cfg.Policy, nil, cfg.Compiled...)
+	if err != nil {
+		return nil, err
+	}
+	e.TakeBursts(old)
+	e.OnCustomError(func(rule string, err error) {
+		reason := "error"
+		if errors.Is(err, rules.ErrCostExceeded) {
+			reason = "cost"
+		}
+		pm.customErrors.WithLabelValues(rule, reason).Inc()
+		log.Warn().Err(err).Str("rule", rule).Msg("custom rule failed on an event; skipped for it")
+	})
+	return e, nil
+}
+
+// reloads replaces the policy and custom rules when asked (SIGHUP) or, with
+// reload.watch, when the configuration file changes. A configuration that
+// does not load or compile is logged and counted; the running one stays.
+func (p *pipeline) reloads(ctx context.Context, o Options, cfg config.Config, log zerolog.Logger) {
+	if o.ConfigPath == "" {
+		return
+	}
+	var tick <-chan time.Time
+	var lastMod time.Time
+	if cfg.Reload.Watch {
+		t := time.NewTicker(cfg.Reload.Interval.D())
+		defer t.Stop()
+		tick = t.C
+		if st, err := os.Stat(o.ConfigPath); err == nil {
+			lastMod = st.ModTime()
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-o.Reload:
+		case <-tick:
+			st, err := os.Stat(o.ConfigPath)
+			if err != nil || st.ModTime().Equal(lastMod) {
+				continue
+			}
+			lastMod = st.ModTime()
+		}
+		p.reload(o.ConfigPath, log)
+	}
+}
+
+func (p *pipeline) reload(path string, log zerolog.Logger) {
+	cfg, err := config.Load(path, os.Environ())
+	var e *rules.Engine
+	if err == nil {
+		e, err = newEngine(cfg, p.engine.Load(), p.metrics, log)
+	}
+	if err != nil {
+		p.metrics.reloads.WithLabelValues("failure").Inc()
+		log.Error().Str("config", path).Str("error", err.Error()).Msg("reload rejected; the running policy stays in force")
+		return
+	}
+	p.engine.Store(e)
+	p.metrics.reloads.WithLabelValues("success").Inc()
+	log.Info().Str("config", path).Int("custom_rules", len(cfg.Compiled)).
+		Msg("policy and custom rules reloaded (sources, sinks and state change only on restart)")
 }

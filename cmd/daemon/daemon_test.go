@@ -121,3 +121,96 @@ sinks: {stdout: {}}
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// TestReload replaces the policy while alerts flow: later events follow
+// the new policy, nothing is lost or repeated, and a broken configuration
+// does not replace a good one.
+func TestReload(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(t.TempDir(), "encwatch.yaml")
+	base := fmt.Sprintf(`state: {dir: %q}
+http: {listen: "127.0.0.1:0"}
+sources: {files: {paths: [%q], watch: true, interval: 100ms}}
+sinks: {stdout: {}}
+`, t.TempDir(), dir)
+	write := func(extra string) {
+		if err := os.WriteFile(cfgPath, []byte(base+extra), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("")
+	cfg, err := config.Load(cfgPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	var logs syncBuffer
+	reload := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	addr := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{Config: cfg, ConfigPath: cfgPath, Reload: reload, Stdout: &out, Stderr: &logs, OnReady: func(a string) { addr <- a }})
+	}()
+	a := <-addr
+	waitLines := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if strings.Count(out.String(), "\n") >= n {
+				return
+			}
+		}
+		t.Fatalf("waited for %d alerts, have:\n%s\nlog:\n%s", n, out.String(), logs.String())
+	}
+	settle := func() { time.Sleep(500 * time.Millisecond) }
+	// 1. Default policy: AES256 on a general purpose bucket is not allowed.
+	copyFile(t, "../../fixtures/records/gp-put-aes256.json", filepath.Join(dir, "1.json"))
+	waitLines(1)
+	// 2. A policy that allows AES256 everywhere, and a custom rule.
+	write(`policy: {generalPurposeBuckets: {allowedAlgorithms: [AES256, aws:kms]}}
+customRules: [{id: any-put, severity: info, summary: put seen, when: 'event.name == "PutBucketEncryption"'}]
+`)
+	reload <- struct{}{}
+	settle()
+	copyFile(t, "../../fixtures/records/gp-logs-put-aes256.json", filepath.Join(dir, "2.json"))
+	waitLines(2)
+	settle()
+	// 3. A broken configuration: rejected, the policy of step 2 stays.
+	write("policy: {severity: {no-such-rule: high}}\n")
+	reload <- struct{}{}
+	settle()
+	copyFile(t, "../../fixtures/records/legacy-v103-host-array.json", filepath.Join(dir, "3.json"))
+	waitLines(3)
+	settle()
+	resp, err := http.Get("http://" + a + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var al struct {
+			Rule  string
+			Event struct{ ID string }
+		}
+		json.Unmarshal([]byte(line), &al)
+		got = append(got, al.Event.ID[len(al.Event.ID)-3:]+" "+al.Rule)
+	}
+	want := "102 algorithm-not-allowed,122 any-put,301 any-put"
+	if strings.Join(got, ",") != want {
+		t.Errorf("alerts %v, want %s", got, want)
+	}
+	for _, m := range []string{`encwatch_config_reloads_total{result="success"} 1`, `encwatch_config_reloads_total{result="failure"} 1`} {
+		if !strings.Contains(string(metrics), m) {
+			t.Errorf("metrics lack %s", m)
+		}
+	}
+	if !strings.Contains(logs.String(), "reload rejected") || !strings.Contains(logs.String(), "no-such-rule") {
+		t.Errorf("the rejected reload is not logged with its reason")
+	}
+}

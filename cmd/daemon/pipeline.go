@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,7 +19,7 @@ import (
 // checkpoints in one transaction: the source may advance once it returns.
 type pipeline struct {
 	db      *bolt.DB
-	engine  *rules.Engine
+	engine  atomic.Pointer[rules.Engine]
 	outbox  *outbox.Outbox
 	now     func() time.Time
 	metrics *pipelineMetrics
@@ -26,6 +27,7 @@ type pipeline struct {
 
 type pipelineMetrics struct {
 	events, findings, skipped, decodeErrors *prometheus.CounterVec
+	customErrors, reloads                   *prometheus.CounterVec
 	lag                                     *prometheus.GaugeVec
 	storeSeconds                            prometheus.Histogram
 }
@@ -45,7 +47,11 @@ func newPipelineMetrics(reg prometheus.Registerer) *pipelineMetrics {
 		storeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "encwatch_batch_store_seconds",
 			Help: "Time to judge a batch and store its findings and checkpoints.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
-	reg.MustRegister(m.events, m.findings, m.skipped, m.decodeErrors, m.lag, m.storeSeconds)
+	m.customErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_custom_rule_errors_total",
+		Help: "Custom rules that failed on an event (evaluation error or cost limit), by rule; the rule is skipped for that event."}, []string{"rule", "reason"})
+	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_config_reloads_total",
+		Help: "Reloads of the policy and custom rules, by result (success, failure)."}, []string{"result"})
+	reg.MustRegister(m.events, m.findings, m.skipped, m.decodeErrors, m.lag, m.storeSeconds, m.customErrors, m.reloads)
 	return m
 }
 
@@ -57,11 +63,12 @@ func (p *pipeline) handle(ctx context.Context, b ingest.Batch) error {
 	start := time.Now()
 	now := p.now()
 	var found []rules.Finding
+	engine := p.engine.Load() // one policy for the whole batch, even during a reload
 	err := p.db.Update(func(tx *bolt.Tx) error {
 		found = found[:0]
 		st := rules.TxState{Tx: tx}
 		for _, ev := range b.Events {
-			fs, err := p.engine.EvaluateIn(st, ev)
+			fs, err := engine.EvaluateIn(st, ev)
 			if err != nil {
 				return err
 			}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/encwatch/encwatch/alert"
 	"github.com/encwatch/encwatch/rules"
 	"github.com/encwatch/encwatch/rules/ruletest"
+	"go.yaml.in/yaml/v3"
 )
 
 // TestFixtureCases replays every case in fixtures/cases through
@@ -31,19 +33,13 @@ func TestFixtureCases(t *testing.T) {
 		}
 		t.Run(c.Name, func(t *testing.T) {
 			args := []string{"replay", "--format", "json"}
-			pol, err := c.PolicyYAML()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if pol != "" {
-				cfg := filepath.Join(t.TempDir(), "encwatch.yaml")
-				indented := "policy:\n  " + strings.ReplaceAll(strings.TrimRight(pol, "\n"), "\n", "\n  ") + "\n"
-				if err := os.WriteFile(cfg, []byte(indented), 0o600); err != nil {
-					t.Fatal(err)
-				}
+			if cfg := caseConfig(t, c); cfg != "" {
 				args = append(args, "--config", cfg)
 			}
 			args = append(args, c.EventPaths()...)
+			if inline := inlineEvents(t, c); inline != "" {
+				args = append(args, inline)
+			}
 			var stdout, stderr bytes.Buffer
 			code := run(context.Background(), args, nil, &stdout, &stderr)
 			if code != exitOK {
@@ -92,4 +88,77 @@ func parseAlerts(t *testing.T, out []byte) []alert.Alert {
 		alerts = append(alerts, a)
 	}
 	return alerts
+}
+
+// caseConfig writes a configuration holding a case's policy and custom
+// rules, or returns "" when the case has neither.
+func caseConfig(t *testing.T, c *ruletest.Case) string {
+	t.Helper()
+	pol, err := c.PolicyYAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if pol != "" {
+		b.WriteString("policy:\n  " + strings.ReplaceAll(strings.TrimRight(pol, "\n"), "\n", "\n  ") + "\n")
+	}
+	if len(c.CustomRules) > 0 {
+		raw, err := yaml.Marshal(map[string]any{"customRules": c.CustomRules})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(raw)
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	p := filepath.Join(t.TempDir(), "encwatch.yaml")
+	if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// inlineEvents writes a case's inline records to a JSON-lines file.
+func inlineEvents(t *testing.T, c *ruletest.Case) string {
+	t.Helper()
+	var b bytes.Buffer
+	for _, e := range c.Events {
+		if e.Inline != nil {
+			b.Write(e.Inline)
+			b.WriteByte('\n')
+		}
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	p := filepath.Join(t.TempDir(), "inline.jsonl")
+	if err := os.WriteFile(p, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestRulesTestCommand runs the shipped cases with `encwatch rules test`,
+// and a broken copy, which must fail with a readable diff.
+func TestRulesTestCommand(t *testing.T) {
+	files, _ := filepath.Glob("../../fixtures/cases/*.yaml")
+	code, stdout, _ := runCLI(t, "", append([]string{"rules", "test"}, files...)...)
+	if code != exitOK || !strings.Contains(stdout, fmt.Sprintf("%d passed, 0 failed", len(files))) {
+		t.Fatalf("exit %d:\n%s", code, stdout)
+	}
+	b, err := os.ReadFile("../../fixtures/cases/root-principal.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs("../../fixtures/records")
+	broken := strings.ReplaceAll(string(b), "../records", abs)
+	broken = strings.Replace(broken, "rule: root-principal, severity: high}", "rule: root-principal, severity: low}", 1)
+	p := filepath.Join(t.TempDir(), "broken.yaml")
+	os.WriteFile(p, []byte(broken), 0o600)
+	code, stdout, _ = runCLI(t, "", "rules", "test", p)
+	if code != exitFindings || !strings.Contains(stdout, "- missing:    00000000-0000-4000-8000-000000000112 root-principal low") ||
+		!strings.Contains(stdout, "+ unexpected: 00000000-0000-4000-8000-000000000112 root-principal high") {
+		t.Errorf("broken case: exit %d\n%s", code, stdout)
+	}
 }

@@ -33,6 +33,7 @@ Usage:
   encwatch deadletter list|retry [--config FILE] [--sink NAME] [--seq N]
   encwatch replay [--config FILE] [--format text|json] [--fail-on SEVERITY] PATH...
   encwatch rules [--config FILE]
+  encwatch rules test CASE.yaml...
   encwatch config check FILE
   encwatch config keys
   encwatch version

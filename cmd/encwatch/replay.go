@@ -77,6 +77,11 @@ func replayCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
+	engine.OnCustomError(func(rule string, err error) {
+		if !o.quiet {
+			fmt.Fprintf(stderr, "encwatch: custom rule %s failed: %v\n", rule, err)
+		}
+	})
 	inputs, err := ingest.Expand(fs.Args())
 	if err != nil {
 		fmt.Fprintf(stderr, "encwatch replay: %v\n", err)
@@ -241,8 +246,5 @@ func (r *replayer) startProgress(files int, total int64) func() {
 
 // newEngine builds the rules engine for a configuration.
 func newEngine(cfg configT, st rules.State) (*rules.Engine, error) {
-	if len(cfg.CustomRules) > 0 {
-		return nil, errors.New("customRules: custom CEL rules are not supported by this build")
-	}
-	return rules.New(cfg.Policy, st)
+	return rules.New(cfg.Policy, st, cfg.Compiled...)
 }

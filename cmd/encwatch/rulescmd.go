@@ -8,9 +8,13 @@ import (
 	"text/tabwriter"
 
 	"github.com/encwatch/encwatch/rules"
+	"github.com/encwatch/encwatch/rules/ruletest"
 )
 
 func rulesCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "test" {
+		return rulesTestCmd(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("rules", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "show severities and disabled rules as this configuration sets them")
@@ -42,6 +46,43 @@ func rulesCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	if err := tw.Flush(); err != nil {
 		return exitUsage
+	}
+	return exitOK
+}
+
+// rulesTestCmd runs rule test cases written as data and prints a pass/fail
+// table; exit 1 when a case fails, 2 when one cannot run.
+func rulesTestCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: encwatch rules test CASE.yaml...")
+		return exitUsage
+	}
+	failed, broken := 0, 0
+	for _, path := range args {
+		c, err := ruletest.Load(path)
+		if err != nil {
+			fmt.Fprintf(stdout, "ERROR %s\n      %v\n", path, err)
+			broken++
+			continue
+		}
+		res := ruletest.Run(c)
+		switch {
+		case res.Err != nil:
+			fmt.Fprintf(stdout, "ERROR %-36s %s\n      %v\n", c.Name, path, res.Err)
+			broken++
+		case res.Passed():
+			fmt.Fprintf(stdout, "PASS  %-36s %s (%d findings)\n", c.Name, path, len(res.Found))
+		default:
+			fmt.Fprintf(stdout, "FAIL  %-36s %s\n%s", c.Name, path, ruletest.FormatDiff(res.Missing, res.Unexpected))
+			failed++
+		}
+	}
+	fmt.Fprintf(stdout, "%d passed, %d failed\n", len(args)-failed-broken, failed+broken)
+	switch {
+	case broken > 0:
+		return exitUsage
+	case failed > 0:
+		return exitFindings
 	}
 	return exitOK
 }

@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -28,12 +30,22 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
-	if len(cfg.CustomRules) > 0 {
-		fmt.Fprintln(stderr, "invalid configuration: customRules: custom CEL rules are not supported by this build")
-		return exitUsage
-	}
 	v, r, g := buildInfo()
-	err = daemon.Run(ctx, daemon.Options{Config: cfg, Stdout: stdout, Stderr: stderr, Version: v, Revision: r, GoVersion: g})
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{})
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	err = daemon.Run(ctx, daemon.Options{Config: cfg, ConfigPath: *cfgPath, Reload: reload, Stdout: stdout, Stderr: stderr,
+		Version: v, Revision: r, GoVersion: g})
 	if err != nil {
 		fmt.Fprintf(stderr, "encwatch run: %v\n", err)
 		return 1

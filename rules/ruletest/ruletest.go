@@ -4,6 +4,7 @@ package ruletest
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,13 +23,54 @@ type Case struct {
 	// Policy is the policy section to judge with; keys it omits keep their
 	// defaults. Empty means the default policy.
 	Policy yaml.Node `yaml:"policy"`
-	// Events are record files in any envelope, relative to the case file.
-	Events []string `yaml:"events"`
+	// CustomRules are CEL rules to judge with, as in the configuration.
+	CustomRules []CustomRule `yaml:"customRules"`
+	// Events are record files in any envelope, relative to the case file,
+	// or records written inline as YAML mappings.
+	Events []EventRef `yaml:"events"`
 	// Expect lists every finding the events must raise, and no more.
 	Expect []Expectation `yaml:"expect"`
 
 	// Path is the case file's path.
 	Path string `yaml:"-"`
+}
+
+// CustomRule is a custom rule in a case file.
+type CustomRule struct {
+	ID          string `yaml:"id"`
+	Severity    string `yaml:"severity"`
+	Summary     string `yaml:"summary"`
+	Remediation string `yaml:"remediation"`
+	When        string `yaml:"when"`
+}
+
+// EventRef is a record file path or an inline record.
+type EventRef struct {
+	Path   string
+	Inline []byte // the record as JSON
+	Line   int
+}
+
+// UnmarshalYAML reads a path (a string) or an inline record (a mapping).
+func (e *EventRef) UnmarshalYAML(n *yaml.Node) error {
+	e.Line = n.Line
+	switch n.Kind {
+	case yaml.ScalarNode:
+		e.Path = n.Value
+		return nil
+	case yaml.MappingNode:
+		var m map[string]any
+		if err := n.Decode(&m); err != nil {
+			return err
+		}
+		b, err := json.Marshal(m)
+		if err != nil {
+			return fmt.Errorf("line %d: inline record: %w", n.Line, err)
+		}
+		e.Inline = b
+		return nil
+	}
+	return fmt.Errorf("line %d: an event is a file path or a record mapping", n.Line)
 }
 
 // Expectation is one finding a case must raise.
@@ -66,12 +108,14 @@ func Load(path string) (*Case, error) {
 
 // EventPaths returns the case's event files resolved against its folder.
 func (c *Case) EventPaths() []string {
-	out := make([]string, len(c.Events))
-	for i, e := range c.Events {
-		if filepath.IsAbs(e) {
-			out[i] = e
-		} else {
-			out[i] = filepath.Join(filepath.Dir(c.Path), e)
+	var out []string
+	for _, e := range c.Events {
+		switch {
+		case e.Path == "":
+		case filepath.IsAbs(e.Path):
+			out = append(out, e.Path)
+		default:
+			out = append(out, filepath.Join(filepath.Dir(c.Path), e.Path))
 		}
 	}
 	return out

@@ -1,0 +1,108 @@
+package ruletest
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/encwatch/encwatch/ingest"
+	"github.com/encwatch/encwatch/rules"
+)
+
+// Result is the outcome of one case.
+type Result struct {
+	Case       *Case
+	Found      []Expectation
+	Missing    []string
+	Unexpected []string
+	Err        error // the case could not run (bad policy, rule, file)
+}
+
+// Passed reports whether the case raised exactly what it expects.
+func (r Result) Passed() bool { return r.Err == nil && len(r.Missing) == 0 && len(r.Unexpected) == 0 }
+
+// Run judges a case's events with its policy and custom rules, in the order
+// replay judges them: the record files by delivery time, then the inline
+// records; each by eventTime.
+func Run(c *Case) Result {
+	res := Result{Case: c}
+	p, err := c.ResolvePolicy()
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	var compiled []*rules.Compiled
+	for _, cr := range c.CustomRules {
+		sev, err := rules.ParseSeverity(cr.Severity)
+		if err != nil {
+			res.Err = fmt.Errorf("%s: custom rule %s: %w", c.Path, cr.ID, err)
+			return res
+		}
+		cc, err := rules.Compile(rules.CustomRule{ID: cr.ID, Severity: sev, Summary: cr.Summary, Remediation: cr.Remediation, When: cr.When}, 0)
+		if err != nil {
+			res.Err = fmt.Errorf("%s: %w", c.Path, err)
+			return res
+		}
+		compiled = append(compiled, cc)
+	}
+	engine, err := rules.New(p, nil, compiled...)
+	if err != nil {
+		res.Err = fmt.Errorf("%s: %w", c.Path, err)
+		return res
+	}
+	engine.OnCustomError(func(rule string, err error) {
+		if res.Err == nil {
+			res.Err = fmt.Errorf("%s: custom rule %s failed: %w", c.Path, rule, err)
+		}
+	})
+	judge := func(evs []*ingest.Event) error {
+		for _, ev := range evs {
+			fs, err := engine.Evaluate(ev)
+			if err != nil {
+				return err
+			}
+			for _, f := range fs {
+				res.Found = append(res.Found, Expectation{Event: ev.ID, Rule: f.Rule, Severity: f.Severity.String()})
+			}
+		}
+		return nil
+	}
+	if paths := c.EventPaths(); len(paths) > 0 {
+		inputs, err := ingest.Expand(paths)
+		if err != nil {
+			res.Err = fmt.Errorf("%s: %w", c.Path, err)
+			return res
+		}
+		var bad error
+		_, err = ingest.ReadAll(context.Background(), inputs, ingest.ReadOptions{OnError: func(p ingest.Position, err error) {
+			if bad == nil {
+				bad = fmt.Errorf("%s: %w", p, err)
+			}
+		}}, judge)
+		if err == nil {
+			err = bad
+		}
+		if err != nil {
+			res.Err = fmt.Errorf("%s: %w", c.Path, err)
+			return res
+		}
+	}
+	var inline []*ingest.Event
+	for _, e := range c.Events {
+		if e.Inline == nil {
+			continue
+		}
+		ev, err := ingest.DecodeRecord(e.Inline)
+		if err != nil {
+			res.Err = fmt.Errorf("%s:%d: inline record: %w", c.Path, e.Line, err)
+			return res
+		}
+		inline = append(inline, ev)
+	}
+	ingest.SortByTime(inline)
+	if err := judge(inline); err != nil {
+		res.Err = err
+		return res
+	}
+	res.Missing, res.Unexpected = Diff(c.Expect, res.Found)
+	return res
+}
