@@ -432,6 +432,14 @@ func validate(c *Config) []rules.FieldError {
 		if !slices.Contains([]string{"", "json", "slack"}, w.Format) {
 			add(p+".format", "unknown format %q (want json or slack)", w.Format)
 		}
+		if w.SecretFile == "" && w.SecretEnv == "" && w.Format != "slack" {
+			add(p+".secretFile", "missing: webhooks are signed; give secretFile or secretEnv (format: slack may go unsigned)")
+		}
+		for j, r := range w.Rules {
+			if rules.Lookup(r) == nil && !slices.ContainsFunc(c.CustomRules, func(cr CustomRule) bool { return cr.ID == r }) {
+				add(fmt.Sprintf("%s.rules[%d]", p, j), "unknown rule id %q", r)
+			}
+		}
 	}
 	custom := make([]string, 0, len(c.CustomRules))
 	for i, r := range c.CustomRules {

@@ -86,7 +86,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	queues, err := sinks(cfg, o)
+	queues, err := sinks(ctx, cfg, o)
 	if err != nil {
 		return err
 	}
@@ -189,22 +189,6 @@ func openState(dir string) (*bolt.DB, error) {
 		return nil, fmt.Errorf("opening state %s: %w", path, err)
 	}
 	return db, nil
-}
-
-func sinks(cfg config.Config, o Options) ([]outbox.Queue, error) {
-	var qs []outbox.Queue
-	if cfg.Sinks.Stdout != nil {
-		w := o.Stdout
-		if w == nil {
-			w = os.Stdout
-		}
-		qs = append(qs, outbox.Queue{Sink: alert.NewStdout(w)})
-	}
-	qs = append(qs, o.Sinks...)
-	if len(qs) == 0 {
-		return nil, errors.New("no sink configured: set sinks.stdout, sinks.kafka or sinks.webhooks")
-	}
-	return qs, nil
 }
 
 func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerolog.Logger, reg prometheus.Registerer, pm *pipelineMetrics) ([]component, error) {

@@ -51,7 +51,14 @@ type daemonProc struct {
 	mu     sync.Mutex
 	alerts []alert.Alert
 	logs   []string
-	done   chan error
+	exited chan struct{} // closed when the process has exited
+	err    error         // its exit error, once exited
+}
+
+// wait waits for the process to exit and returns its exit error.
+func (d *daemonProc) wait() error {
+	<-d.exited
+	return d.err
 }
 
 func startDaemon(t *testing.T, cfgPath, endpoint string) *daemonProc {
@@ -67,7 +74,7 @@ func startDaemon(t *testing.T, cfgPath, endpoint string) *daemonProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemonProc{cmd: cmd, done: make(chan error, 1)}
+	d := &daemonProc{cmd: cmd, exited: make(chan struct{})}
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -93,8 +100,8 @@ func startDaemon(t *testing.T, cfgPath, endpoint string) *daemonProc {
 			d.mu.Unlock()
 		}
 	}()
-	go func() { wg.Wait(); d.done <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-d.done })
+	go func() { wg.Wait(); d.err = cmd.Wait(); close(d.exited) }()
+	t.Cleanup(func() { cmd.Process.Kill(); d.wait() })
 	return d
 }
 
@@ -135,9 +142,8 @@ func (d *daemonProc) stop(t *testing.T) time.Duration {
 	start := time.Now()
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-d.done:
-		d.done <- err
-		if err != nil {
+	case <-d.exited:
+		if err := d.err; err != nil {
 			_, logs := d.snapshot()
 			t.Errorf("daemon exited with %v after SIGTERM; log:\n%s", err, strings.Join(logs, "\n"))
 		}
@@ -263,8 +269,7 @@ func TestDaemonSIGKILL(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	d.cmd.Process.Kill() // SIGKILL, mid-run
-	<-d.done
-	d.done <- nil
+	d.wait()
 	before, _ := d.snapshot()
 	if len(before) >= len(want) {
 		t.Logf("the daemon finished before the kill (%d alerts); the restart must still not lose any", len(before))
