@@ -2,8 +2,11 @@ package rules
 
 import (
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/encwatch/encwatch/ingest"
 )
@@ -163,5 +166,49 @@ func TestDirectoryKeyStateSurvivesInState(t *testing.T) {
 	s, ok, _ := st.Bucket("1/us-west-2/b--usw2-az1--x-s3")
 	if !ok || s.LifetimeKey != "k1" || s.KMSKeyID != "k1" || !s.Compliant {
 		t.Errorf("state %+v", s)
+	}
+}
+
+// TestKeyChangedSurvivesRestartInBolt: the key a directory bucket was set
+// to is kept in the bbolt state, so a new engine (a restarted daemon) still
+// sees a later key change.
+func TestKeyChangedSurvivesRestartInBolt(t *testing.T) {
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "s.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	put := func(id, key string) (fs []Finding) {
+		e, _ := New(DefaultPolicy(), nil) // a fresh engine each time
+		ev := &ingest.Event{ID: id, Name: ingest.PutBucketEncryption, Source: ingest.SourceS3Express, Region: "us-west-2", Account: "1",
+			Bucket:     ingest.Bucket{Name: "b--usw2-az1--x-s3", Type: ingest.BucketDirectory, Account: "1", Region: "us-west-2"},
+			Encryption: ingest.Encryption{Present: true, Rules: []ingest.EncryptionRule{{Algorithm: AlgKMS, KMSKeyID: key, BucketKeyEnabled: true}}}}
+		if err := db.Update(func(tx *bolt.Tx) error {
+			var err error
+			fs, err = e.EvaluateIn(TxState{Tx: tx}, ev)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return fs
+	}
+	if fs := put("1", "k1"); len(fs) != 0 {
+		t.Fatalf("first key: %v", fs)
+	}
+	if fs := put("2", "k2"); len(fs) != 1 || fs[0].Rule != DirectoryKMSKeyChanged {
+		t.Fatalf("after a restart, a new key: %v", fs)
+	}
+	var n int
+	db.View(func(tx *bolt.Tx) error {
+		return ForEachBucket(tx, func(_ string, st BucketState) error {
+			n++
+			if st.LifetimeKey != "k1" || st.LifetimeKeyEventID != "1" {
+				t.Errorf("state %+v", st)
+			}
+			return nil
+		})
+	})
+	if n != 1 {
+		t.Errorf("%d buckets stored", n)
 	}
 }

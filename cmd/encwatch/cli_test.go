@@ -3,10 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/encwatch/encwatch/alert"
+	"github.com/encwatch/encwatch/alert/outbox"
 )
 
 func runCLI(t *testing.T, stdin string, args ...string) (int, string, string) {
@@ -101,4 +109,45 @@ func TestRulesAndVersion(t *testing.T) {
 	if code != exitOK || !strings.HasPrefix(stdout, "encwatch ") {
 		t.Errorf("version: %q", stdout)
 	}
+}
+
+// TestDeadletterCommand lists and requeues a dead letter through the CLI.
+func TestDeadletterCommand(t *testing.T) {
+	state := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(cfg, []byte("state: {dir: "+state+"}\n"), 0o600)
+	db, err := bolt.Open(filepath.Join(state, "encwatch.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rejecting := &rejectSink{}
+	ob, _ := outbox.New(outbox.Options{DB: db, Queues: []outbox.Queue{{Sink: rejecting}}, Logger: zerolog.Nop()})
+	db.Update(func(tx *bolt.Tx) error { _, err := ob.Put(tx, alert.Alert{Schema: alert.Schema, ID: "dl-1"}); return err })
+	ctx, cancel := context.WithCancel(context.Background())
+	go ob.Run(ctx, 0)
+	for deadline := time.Now().Add(5 * time.Second); ob.Depth("hook") > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	time.Sleep(50 * time.Millisecond)
+	db.Close()
+	code, stdout, stderr := runCLI(t, "", "deadletter", "list", "--config", cfg)
+	if code != exitOK || !strings.Contains(stdout, "hook\t1\t") || !strings.Contains(stdout, "HTTP 400") || !strings.Contains(stdout, `"id":"dl-1"`) {
+		t.Fatalf("list: %d %q %q", code, stdout, stderr)
+	}
+	code, stdout, _ = runCLI(t, "", "deadletter", "retry", "--config", cfg, "--sink", "hook")
+	if code != exitOK || !strings.HasPrefix(stdout, "1 alerts moved back") {
+		t.Fatalf("retry: %d %q", code, stdout)
+	}
+	code, stdout, _ = runCLI(t, "", "deadletter", "list", "--config", cfg)
+	if code != exitOK || stdout != "" {
+		t.Errorf("after retry: %q", stdout)
+	}
+}
+
+type rejectSink struct{}
+
+func (rejectSink) Name() string { return "hook" }
+func (rejectSink) Send(context.Context, alert.Delivery) error {
+	return alert.Permanent(errors.New("POST https://hooks.example.com/x: HTTP 400: unknown channel"))
 }
