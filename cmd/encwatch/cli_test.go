@@ -122,7 +122,10 @@ func TestDeadletterCommand(t *testing.T) {
 	}
 	rejecting := &rejectSink{}
 	ob, _ := outbox.New(outbox.Options{DB: db, Queues: []outbox.Queue{{Sink: rejecting}}, Logger: zerolog.Nop()})
-	db.Update(func(tx *bolt.Tx) error { _, err := ob.Put(tx, alert.Alert{Schema: alert.Schema, ID: "dl-1"}); return err })
+	db.Update(func(tx *bolt.Tx) error {
+		_, err := ob.Put(tx, alert.Alert{Schema: alert.Schema, ID: "dl-1"})
+		return err
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	go ob.Run(ctx, 0)
 	for deadline := time.Now().Add(5 * time.Second); ob.Depth("hook") > 0 && time.Now().Before(deadline); {
