@@ -3,7 +3,6 @@ package ingest
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 )
 
@@ -39,7 +38,7 @@ func (d *Decoder) generic() error {
 			if !resyncing {
 				d.lineTo(pos)
 				d.report(Position{Source: d.Source, Index: d.items, Offset: pos, Line: d.line},
-					fmt.Errorf("unexpected %q: not JSON; skipping to the next line that starts with { or [", rune(c)))
+					fmt.Errorf("%w: unexpected %q; skipping to the next line that starts with { or [", ErrNotJSON, rune(c)))
 			}
 			resyncing = true
 			d.skipLine(&pos)
@@ -108,7 +107,7 @@ func (d *Decoder) array(pos *int64) error {
 	for {
 		c, ok := d.peek(pos)
 		if !ok {
-			d.report(d.here(*pos), errors.New("array not closed at end of input"))
+			d.report(d.here(*pos), fmt.Errorf("%w: array not closed", ErrTruncated))
 			return nil
 		}
 		switch c {
@@ -122,7 +121,7 @@ func (d *Decoder) array(pos *int64) error {
 				return err
 			}
 		default:
-			d.report(d.here(*pos), fmt.Errorf("array element starting %q is not an object", rune(c)))
+			d.report(d.here(*pos), fmt.Errorf("%w: an array element starts with %q", ErrNotObject, rune(c)))
 			d.skipScalar(pos)
 		}
 	}
@@ -195,7 +194,7 @@ func (d *Decoder) object(pos *int64) error {
 			from = w.end()
 			*pos = from
 			if !d.advance(from) {
-				d.report(d.here(*pos), errors.New("object not closed at end of input"))
+				d.report(d.here(*pos), fmt.Errorf("%w: object not closed", ErrTruncated))
 				return nil
 			}
 		}
@@ -250,7 +249,7 @@ func (d *Decoder) value(pos *int64) error {
 			d.items++
 			if sc.tooDeep {
 				d.stats.Records++
-				d.report(p, fmt.Errorf("record nested deeper than %d levels skipped", maxNesting))
+				d.report(p, fmt.Errorf("%w: deeper than %d levels, skipped", ErrTooDeep, maxNesting))
 				return nil
 			}
 			return d.item(w.slice(start, end), p, 0)
@@ -263,7 +262,7 @@ func (d *Decoder) value(pos *int64) error {
 			*pos = w.end()
 			d.items++
 			if w.eof || w.err != nil {
-				d.report(p, errors.New("record truncated at end of input"))
+				d.report(p, fmt.Errorf("%w: the record is cut off at the end of the input", ErrTruncated))
 			}
 			return nil
 		}
@@ -275,7 +274,7 @@ func (d *Decoder) discard(pos *int64, sc *valueScanner, p Position) error {
 	w := &d.w
 	d.items++
 	d.stats.Records++
-	d.report(p, fmt.Errorf("record larger than %d bytes skipped", d.maxRecord()))
+	d.report(p, fmt.Errorf("%w: larger than %d bytes, skipped", ErrTooLarge, d.maxRecord()))
 	for {
 		from := w.end()
 		if !d.advance(from) {
@@ -316,7 +315,7 @@ func (d *Decoder) item(raw []byte, pos Position, nested int) error {
 			return d.elements(raw, pos, nested)
 		}
 		d.stats.Records++
-		d.report(pos, errors.New("record is not a JSON object"))
+		d.report(pos, ErrNotObject)
 		return nil
 	}
 	var p probe
@@ -343,7 +342,7 @@ func (d *Decoder) item(raw []byte, pos Position, nested int) error {
 		return d.elements(p.Events, pos, nested)
 	}
 	d.stats.Records++
-	d.report(pos, errors.New("unknown JSON shape: no eventSource, Records, Events, CloudTrailEvent or detail"))
+	d.report(pos, fmt.Errorf("%w: no eventSource, Records, Events, CloudTrailEvent or detail", ErrUnknownShape))
 	return nil
 }
 

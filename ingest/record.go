@@ -83,7 +83,7 @@ var ErrNotRecord = errors.New("not a CloudTrail record (no eventSource or eventN
 func DecodeRecord(raw []byte) (*Event, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
-		return nil, fmt.Errorf("record is not a JSON object")
+		return nil, ErrNotObject
 	}
 	var r rawRecord
 	if err := json.Unmarshal(raw, &r); err != nil {

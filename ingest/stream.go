@@ -205,7 +205,7 @@ func (d *Decoder) compact() error {
 			if !w.more(keep) {
 				if w.n == len(w.buf) && !w.eof && w.err == nil {
 					// Nothing fits any more: a record larger than the limit.
-					d.report(Position{Source: d.Source, Offset: keep}, fmt.Errorf("record larger than %d bytes skipped", d.maxRecord()))
+					d.report(Position{Source: d.Source, Offset: keep}, fmt.Errorf("%w: larger than %d bytes, skipped", ErrTooLarge, d.maxRecord()))
 					search, counted = w.end(), w.end()
 					w.more(w.end())
 					continue
@@ -217,7 +217,7 @@ func (d *Decoder) compact() error {
 		hit := w.base + int64(h)
 		startRel := bytes.LastIndex(data[:h], recordMarker)
 		if startRel < 0 {
-			d.report(Position{Source: d.Source, Offset: hit}, errors.New("match outside any record: file is not in CloudTrail's compact layout here"))
+			d.report(Position{Source: d.Source, Offset: hit}, fmt.Errorf("%w: a match lies outside any record", ErrLayout))
 			search = hit + 1
 			continue
 		}
@@ -232,10 +232,10 @@ func (d *Decoder) compact() error {
 			search = hit
 			if !w.more(min(start, counted)) {
 				if w.eof || w.err != nil {
-					d.report(Position{Source: d.Source, Index: index, Offset: start}, errors.New("record truncated at end of input"))
+					d.report(Position{Source: d.Source, Index: index, Offset: start}, fmt.Errorf("%w: the record is cut off at the end of the input", ErrTruncated))
 					return nil
 				}
-				d.report(Position{Source: d.Source, Index: index, Offset: start}, fmt.Errorf("record larger than %d bytes skipped", d.maxRecord()))
+				d.report(Position{Source: d.Source, Index: index, Offset: start}, fmt.Errorf("%w: larger than %d bytes, skipped", ErrTooLarge, d.maxRecord()))
 				search, counted = w.end(), w.end()
 				w.more(w.end())
 			}
@@ -243,7 +243,7 @@ func (d *Decoder) compact() error {
 		}
 		endAbs := start + int64(end)
 		if endAbs <= hit {
-			d.report(Position{Source: d.Source, Index: index, Offset: hit}, errors.New("match outside any record: file is not in CloudTrail's compact layout here"))
+			d.report(Position{Source: d.Source, Index: index, Offset: hit}, fmt.Errorf("%w: a match lies outside any record", ErrLayout))
 			search = hit + 1
 			continue
 		}

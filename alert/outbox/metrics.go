@@ -37,3 +37,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	return m
 }
+
+// init creates a sink's series at zero, so that dashboards and alerts see
+// the sink before anything happens to it.
+func (m *Metrics) init(sink string) {
+	m.sent.WithLabelValues(sink)
+	m.failed.WithLabelValues(sink, "retryable")
+	m.failed.WithLabelValues(sink, "permanent")
+	m.retries.WithLabelValues(sink)
+	m.deadLetters.WithLabelValues(sink)
+	m.latency.WithLabelValues(sink)
+	m.oldest.WithLabelValues(sink)
+	m.full.WithLabelValues(sink)
+}

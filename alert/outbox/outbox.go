@@ -114,6 +114,7 @@ func New(o Options) (*Outbox, error) {
 			ob.queues[n] = q
 			ob.depth[n] = tx.Bucket(outboxBucket).Bucket([]byte(n)).Stats().KeyN
 			ob.wake[n] = make(chan struct{}, 1)
+			o.Metrics.init(n)
 			o.Metrics.depth.WithLabelValues(n).Set(float64(ob.depth[n]))
 		}
 		return nil

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -94,7 +95,9 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	p := &pipeline{db: db, outbox: ob, now: time.Now, metrics: pm}
+	sc := newStateCollector(db)
+	reg.MustRegister(sc)
+	p := &pipeline{db: db, outbox: ob, now: time.Now, metrics: pm, state: sc}
 	p.engine.Store(engine)
 	sources, err := buildSources(ctx, cfg, db, log, reg, p.metrics)
 	if err != nil {
@@ -103,7 +106,7 @@ func Run(ctx context.Context, o Options) error {
 	if len(sources) == 0 {
 		return errors.New("no source configured: set sources.lookup, sources.files, sources.sqs or sources.kafka")
 	}
-	srv, err := newServer(cfg.HTTP.Listen, reg, func() error { return ready(db, queues) })
+	srv, err := newServer(cfg.HTTP.Listen, reg, func() error { return ready(db, queues) }, map[string]http.Handler{"/buckets": bucketsHandler(db)})
 	if err != nil {
 		return fmt.Errorf("http.listen: %w", err)
 	}
@@ -218,11 +221,14 @@ func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerol
 			return nil, err
 		}
 		out = append(out, component{name: "lookup", run: src.Run})
+		pm.init("lookup")
 	}
 	if f := cfg.Sources.Files; f != nil {
 		fs := &ingest.FileSource{Paths: f.Paths, Watch: f.Watch, PollInterval: f.Interval.D(), MaxRecordBytes: cfg.Limits.MaxRecordBytes, Checkpoints: cps,
 			Logger:  log.With().Str("component", "files").Logger(),
-			OnError: func(ingest.Position, error) { pm.decodeErrors.WithLabelValues("files").Inc() }}
+			OnError: func(_ ingest.Position, err error) { pm.decodeErrors.WithLabelValues("files", ingest.ErrorReason(err)).Inc() },
+			OnRead:  func(st ingest.Stats) { pm.skipped.WithLabelValues("files").Add(float64(st.Records - st.Candidates)) }}
+		pm.init("files")
 		out = append(out, component{name: "files", run: fs.Run})
 	}
 	if cfg.Sources.SQS != nil || cfg.Sources.Kafka != nil {

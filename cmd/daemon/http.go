@@ -20,7 +20,7 @@ type server struct {
 	ready atomic.Bool
 }
 
-func newServer(addr string, reg *prometheus.Registry, ready func() error) (*server, error) {
+func newServer(addr string, reg *prometheus.Registry, ready func() error, extra map[string]http.Handler) (*server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -40,6 +40,9 @@ func newServer(addr string, reg *prometheus.Registry, ready func() error) (*serv
 		}
 		w.Write([]byte("ready\n"))
 	})
+	for path, h := range extra {
+		mux.Handle(path, h)
+	}
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second}
 	return s, nil

@@ -23,6 +23,7 @@ type pipeline struct {
 	outbox  *outbox.Outbox
 	now     func() time.Time
 	metrics *pipelineMetrics
+	state   *stateCollector
 }
 
 type pipelineMetrics struct {
@@ -41,7 +42,7 @@ func newPipelineMetrics(reg prometheus.Registerer) *pipelineMetrics {
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_records_skipped_total",
 			Help: "Records read and skipped by the prefilter without decoding, by source."}, []string{"source"}),
 		decodeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_decode_errors_total",
-			Help: "Records or inputs that could not be read, by source."}, []string{"source"}),
+			Help: "Records or inputs that could not be read, by source and reason (syntax, truncated, too_large, gzip, ...)."}, []string{"source", "reason"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "encwatch_source_newest_event_timestamp_seconds",
 			Help: "eventTime of the newest event judged, by source; now minus this is the lag."}, []string{"source"}),
 		storeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "encwatch_batch_store_seconds",
@@ -95,11 +96,24 @@ func (p *pipeline) handle(ctx context.Context, b ingest.Batch) error {
 	if !newest.IsZero() {
 		p.metrics.lag.WithLabelValues(b.Source).Set(float64(newest.Unix()))
 	}
+	if p.state != nil {
+		p.state.observe(b.Source, newest, len(b.Checkpoints) > 0)
+	}
 	for _, f := range found {
 		p.metrics.findings.WithLabelValues(f.Rule, f.Severity.String()).Inc()
 	}
-	if skipped := b.Stats.Records - b.Stats.Candidates; skipped > 0 {
-		p.metrics.skipped.WithLabelValues(b.Source).Add(float64(skipped))
-	}
 	return nil
+}
+
+// init creates a source's series at zero, so that dashboards and alerts
+// see the source before its first event.
+func (m *pipelineMetrics) init(source string) {
+	for _, name := range []string{ingest.PutBucketEncryption, ingest.GetBucketEncryption, ingest.DeleteBucketEncryption} {
+		m.events.WithLabelValues(source, name)
+	}
+	m.skipped.WithLabelValues(source)
+	m.decodeErrors.WithLabelValues(source, "syntax")
+	for _, r := range rules.Catalogue {
+		m.findings.WithLabelValues(r.ID, r.Severity.String())
+	}
 }

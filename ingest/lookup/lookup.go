@@ -105,6 +105,7 @@ func New(o Options) (*Source, error) {
 func (s *Source) Run(ctx context.Context, handle ingest.Handler) error {
 	g, ctx := errgroup.WithContext(ctx)
 	for _, t := range s.o.Targets {
+		s.o.Metrics.init(t.Region)
 		// The limiter starts empty: the first call waits one interval, so a
 		// quick restart cannot put a call right after the last one of the
 		// previous process.

@@ -32,3 +32,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	return m
 }
+
+// init creates a Region's series at zero.
+func (m *Metrics) init(region string) {
+	m.calls.WithLabelValues(region)
+	m.throttles.WithLabelValues(region)
+	for _, k := range []string{"server", "network", "permanent"} {
+		m.errors.WithLabelValues(region, k)
+	}
+	m.decodeErrors.WithLabelValues(region)
+	for _, n := range eventNames {
+		m.events.WithLabelValues(region, n)
+	}
+}

@@ -1,0 +1,89 @@
+package daemon
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/encwatch/encwatch/rules"
+)
+
+// bucketView is one bucket in GET /buckets.
+type bucketView struct {
+	Key              string    `json:"key"`
+	Name             string    `json:"name"`
+	Type             string    `json:"type"`
+	ARN              string    `json:"arn"`
+	Account          string    `json:"account"`
+	Region           string    `json:"region"`
+	Zone             string    `json:"zone,omitempty"`
+	Algorithm        string    `json:"algorithm"`
+	KMSKeyID         string    `json:"kmsKeyId"`
+	BucketKeyEnabled bool      `json:"bucketKeyEnabled"`
+	LifetimeKey      string    `json:"lifetimeKey,omitempty"`
+	Compliant        bool      `json:"compliant"`
+	LastChange       time.Time `json:"lastChange"`
+	LastActor        string    `json:"lastActor"`
+	LastEvent        string    `json:"lastEvent"`
+	LastEventID      string    `json:"lastEventId"`
+}
+
+// bucketsHandler serves GET /buckets: what encwatch knows of each bucket,
+// in key order, paginated with ?limit= (default 100, at most 1000) and
+// ?after=<key of the last bucket of the previous page>.
+func bucketsHandler(db *bolt.DB) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		limit := 100
+		if v := r.URL.Query().Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				http.Error(w, "limit must be a positive number", http.StatusBadRequest)
+				return
+			}
+			limit = min(n, 1000)
+		}
+		after := []byte(r.URL.Query().Get("after"))
+		page := struct {
+			Buckets []bucketView `json:"buckets"`
+			Next    string       `json:"next,omitempty"`
+		}{Buckets: []bucketView{}}
+		err := db.View(func(tx *bolt.Tx) error {
+			b := tx.Bucket(rules.BucketStateBucket)
+			if b == nil {
+				return nil
+			}
+			c := b.Cursor()
+			k, v := c.First()
+			if len(after) > 0 {
+				k, v = c.Seek(after)
+				if k != nil && string(k) == string(after) {
+					k, v = c.Next()
+				}
+			}
+			for ; k != nil; k, v = c.Next() {
+				if len(page.Buckets) == limit {
+					page.Next = page.Buckets[limit-1].Key
+					break
+				}
+				var st rules.BucketState
+				if err := json.Unmarshal(v, &st); err != nil {
+					return err
+				}
+				page.Buckets = append(page.Buckets, bucketView{Key: string(k), Name: st.Bucket.Name, Type: st.Bucket.Type, ARN: st.Bucket.ARN,
+					Account: st.Bucket.Account, Region: st.Bucket.Region, Zone: st.Bucket.Zone, Algorithm: st.Algorithm, KMSKeyID: st.KMSKeyID,
+					BucketKeyEnabled: st.BucketKeyEnabled, LifetimeKey: st.LifetimeKey, Compliant: st.Compliant, LastChange: st.LastChange,
+					LastActor: st.LastActor, LastEvent: st.LastEvent, LastEventID: st.LastEventID})
+			}
+			return nil
+		})
+		if err != nil {
+			http.Error(w, "reading bucket state: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(page)
+	}
+}
