@@ -28,6 +28,7 @@ func main() {
 const usage = `encwatch watches CloudTrail for S3 default-encryption changes.
 
 Usage:
+  encwatch demo [--listen ADDR] [--every DURATION]
   encwatch run --config FILE
   encwatch healthcheck [--config FILE | --addr HOST:PORT]
   encwatch deadletter list|retry [--config FILE] [--sink NAME] [--seq N]
@@ -51,6 +52,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch cmd {
 	case "run":
 		return runCmd(ctx, rest, stdout, stderr)
+	case "demo":
+		return demoCmd(ctx, rest, stdout, stderr)
 	case "healthcheck":
 		return healthcheckCmd(rest, stdout, stderr)
 	case "deadletter":
