@@ -225,9 +225,11 @@ func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerol
 	}
 	if f := cfg.Sources.Files; f != nil {
 		fs := &ingest.FileSource{Paths: f.Paths, Watch: f.Watch, PollInterval: f.Interval.D(), MaxRecordBytes: cfg.Limits.MaxRecordBytes, Checkpoints: cps,
-			Logger:  log.With().Str("component", "files").Logger(),
-			OnError: func(_ ingest.Position, err error) { pm.decodeErrors.WithLabelValues("files", ingest.ErrorReason(err)).Inc() },
-			OnRead:  func(st ingest.Stats) { pm.skipped.WithLabelValues("files").Add(float64(st.Records - st.Candidates)) }}
+			Logger: log.With().Str("component", "files").Logger(),
+			OnError: func(_ ingest.Position, err error) {
+				pm.decodeErrors.WithLabelValues("files", ingest.ErrorReason(err)).Inc()
+			},
+			OnRead: func(st ingest.Stats) { pm.skipped.WithLabelValues("files").Add(float64(st.Records - st.Candidates)) }}
 		pm.init("files")
 		out = append(out, component{name: "files", run: fs.Run})
 	}
