@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # binary:package pairs the tests use; extend as tests need more.
-DEBIAN_DEPS=("kcat:kcat")
+DEBIAN_DEPS=("kcat:kcat" "prometheus:prometheus" "promtool:prometheus")
 need_pkgs=()
 for bin_pkg in "${DEBIAN_DEPS[@]}"; do
   bin=${bin_pkg%%:*}; pkg=${bin_pkg#*:}
@@ -16,6 +16,7 @@ if ((${#need_pkgs[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     echo "test.sh: installing ${need_pkgs[*]}"
     apt-get update -qq
+    mapfile -t need_pkgs < <(printf '%s\n' "${need_pkgs[@]}" | sort -u)
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
   else
     echo "test.sh: ${need_pkgs[*]} not installed and cannot install (not root); tests that need them will skip (fail under CI=true)"

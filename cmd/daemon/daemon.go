@@ -83,6 +83,8 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}()
 	pm := newPipelineMetrics(reg)
+	pm.reloads.WithLabelValues("success")
+	pm.reloads.WithLabelValues("failure")
 	engine, err := newEngine(cfg, nil, pm, log)
 	if err != nil {
 		return err
@@ -273,6 +275,10 @@ func newEngine(cfg config.Config, old *rules.Engine, pm *pipelineMetrics, log ze
 		return nil, err
 	}
 	e.TakeBursts(old)
+	for _, c := range cfg.Compiled {
+		pm.customErrors.WithLabelValues(c.ID, "error")
+		pm.customErrors.WithLabelValues(c.ID, "cost")
+	}
 	e.OnCustomError(func(rule string, err error) {
 		reason := "error"
 		if errors.Is(err, rules.ErrCostExceeded) {
