@@ -59,11 +59,11 @@ type dashboard struct {
 		List []struct{ Name, Type string } `json:"list"`
 	} `json:"templating"`
 	Panels []struct {
-		Type       string `json:"type"`
-		Title      string `json:"title"`
+		Type       string               `json:"type"`
+		Title      string               `json:"title"`
 		Datasource struct{ UID string } `json:"datasource"`
 		Targets    []struct {
-			Expr       string `json:"expr"`
+			Expr       string               `json:"expr"`
 			Datasource struct{ UID string } `json:"datasource"`
 		} `json:"targets"`
 	} `json:"panels"`
