@@ -264,3 +264,177 @@ customRules: [{id: any-delete, severity: info, summary: delete, when: 'event.nam
 	}
 	t.Logf("%d panel queries and the alert expressions evaluated by Prometheus", n)
 }
+
+func readJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// TestTaskDefinition checks what deploy/README.md promises of the task.
+func TestTaskDefinition(t *testing.T) {
+	var td struct {
+		TaskRoleArn          string `json:"taskRoleArn"`
+		Volumes              []struct{ Name string }
+		ContainerDefinitions []struct {
+			User                   string `json:"user"`
+			ReadonlyRootFilesystem bool   `json:"readonlyRootFilesystem"`
+			StopTimeout            int    `json:"stopTimeout"`
+			Environment            []struct{ Name, Value string }
+			Secrets                []struct{ Name, ValueFrom string }
+			MountPoints            []struct{ SourceVolume, ContainerPath string }
+			LogConfiguration       struct{ LogDriver string }
+			HealthCheck            struct{ Command []string }
+			PortMappings           []struct{ ContainerPort int }
+		} `json:"containerDefinitions"`
+	}
+	readJSON(t, "ecs/task-definition.json", &td)
+	if !strings.Contains(td.TaskRoleArn, ":role/") || len(td.ContainerDefinitions) != 1 {
+		t.Fatalf("task role %q, %d containers", td.TaskRoleArn, len(td.ContainerDefinitions))
+	}
+	c := td.ContainerDefinitions[0]
+	if c.User == "" || c.User == "root" || strings.HasPrefix(c.User, "0") {
+		t.Errorf("user %q is not a non-root user", c.User)
+	}
+	if !c.ReadonlyRootFilesystem {
+		t.Error("root file system is writable")
+	}
+	if c.StopTimeout < 20 || c.StopTimeout > 120 {
+		t.Errorf("stopTimeout %d: encwatch needs 20 s to drain", c.StopTimeout)
+	}
+	if c.LogConfiguration.LogDriver != "awslogs" {
+		t.Errorf("log driver %q", c.LogConfiguration.LogDriver)
+	}
+	if strings.Join(c.HealthCheck.Command, " ") != "CMD /encwatch healthcheck" {
+		t.Errorf("health check %v", c.HealthCheck.Command)
+	}
+	env := map[string]string{}
+	for _, e := range c.Environment {
+		env[e.Name] = e.Value
+	}
+	for _, s := range c.Secrets {
+		if !strings.HasPrefix(s.ValueFrom, "arn:aws:secretsmanager:") {
+			t.Errorf("secret %s is not from Secrets Manager: %s", s.Name, s.ValueFrom)
+		}
+		if strings.HasPrefix(s.Name, "ENCWATCH_") {
+			t.Errorf("secret %s would be read as a configuration key", s.Name)
+		}
+		env[s.Name] = "secret-value"
+	}
+	// The example configuration is valid with these variables, and the
+	// task mounts a volume at its state dir and exposes its port.
+	var envList []string
+	for k, v := range env {
+		envList = append(envList, k+"="+v)
+	}
+	for _, k := range []string{"KAFKA_PASSWORD", "WEBHOOK_HMAC"} {
+		t.Setenv(k, env[k])
+	}
+	cfg, err := config.Load("examples/encwatch-ecs.yaml", envList)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mounted := false
+	for _, m := range c.MountPoints {
+		if m.ContainerPath == cfg.State.Dir && len(td.Volumes) > 0 && m.SourceVolume == td.Volumes[0].Name {
+			mounted = true
+		}
+	}
+	if !mounted {
+		t.Errorf("no volume mounted at the state dir %s", cfg.State.Dir)
+	}
+	if len(c.PortMappings) == 0 || !strings.HasSuffix(cfg.HTTP.Listen, fmt.Sprintf(":%d", c.PortMappings[0].ContainerPort)) {
+		t.Errorf("port %v does not match http.listen %s", c.PortMappings, cfg.HTTP.Listen)
+	}
+	if cfg.Sinks.Kafka.SASL.PasswordEnv != "KAFKA_PASSWORD" || cfg.Sinks.Webhooks[0].SecretEnv != "WEBHOOK_HMAC" {
+		t.Error("the example configuration does not read the task's secrets")
+	}
+}
+
+type policyDoc struct {
+	Statement []struct {
+		Sid, Effect string
+		Action      any
+		Resource    any
+		Principal   map[string]any
+		Condition   map[string]any
+	}
+}
+
+func strs(v any) []string {
+	switch x := v.(type) {
+	case string:
+		return []string{x}
+	case []any:
+		var out []string
+		for _, e := range x {
+			out = append(out, fmt.Sprint(e))
+		}
+		return out
+	}
+	return nil
+}
+
+func TestIAMPolicies(t *testing.T) {
+	var task policyDoc
+	readJSON(t, "iam/task-role-policy.json", &task)
+	actions := map[string][]string{}
+	for _, s := range task.Statement {
+		for _, a := range strs(s.Action) {
+			if strings.Contains(a, "*") {
+				t.Errorf("wildcard action %s", a)
+			}
+			actions[a] = strs(s.Resource)
+		}
+	}
+	for _, a := range []string{"cloudtrail:LookupEvents", "sts:AssumeRole", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "s3:GetObject", "kms:Decrypt"} {
+		res, ok := actions[a]
+		if !ok {
+			t.Errorf("the task role lacks %s", a)
+			continue
+		}
+		// LookupEvents has no resource-level permissions; the rest must be scoped.
+		if a != "cloudtrail:LookupEvents" && (len(res) == 0 || res[0] == "*") {
+			t.Errorf("%s is not scoped to resources: %v", a, res)
+		}
+	}
+	var reader struct {
+		AssumeRolePolicyDocument policyDoc
+		Policies                 []struct{ PolicyDocument policyDoc }
+	}
+	readJSON(t, "iam/reader-role.json", &reader)
+	trust := reader.AssumeRolePolicyDocument.Statement
+	if len(trust) != 1 || strs(trust[0].Action)[0] != "sts:AssumeRole" || trust[0].Condition["StringEquals"] == nil {
+		t.Errorf("reader trust policy %+v: want sts:AssumeRole with an external ID", trust)
+	}
+	var granted []string
+	for _, p := range reader.Policies {
+		for _, s := range p.PolicyDocument.Statement {
+			granted = append(granted, strs(s.Action)...)
+		}
+	}
+	if strings.Join(granted, ",") != "cloudtrail:LookupEvents" {
+		t.Errorf("the reader role grants %v; it needs cloudtrail:LookupEvents only", granted)
+	}
+}
+
+func TestDockerfile(t *testing.T) {
+	b, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := string(b)
+	for _, want := range []string{"AS build", "CGO_ENABLED=0", "-trimpath", "distroless/static", "USER 65532:65532", `HEALTHCHECK`, `"/encwatch", "healthcheck"`} {
+		if !strings.Contains(d, want) {
+			t.Errorf("Dockerfile lacks %q", want)
+		}
+	}
+	if strings.Count(d, "FROM ") < 2 {
+		t.Error("the Dockerfile is not multi-stage")
+	}
+}
