@@ -81,6 +81,11 @@ type SQS struct {
 	QueueURL    string `yaml:"queueURL"`
 	Workers     int    `yaml:"workers"`
 	MaxReceives int    `yaml:"maxReceives"`
+	// Visibility is the visibility timeout asked for, extended while a
+	// message's files are still being read (default 60s).
+	Visibility rules.Duration `yaml:"visibility"`
+	// WaitTime is the long-polling wait (default 20s).
+	WaitTime rules.Duration `yaml:"waitTime"`
 }
 
 // KafkaSource reads CloudTrail records from a Kafka topic.

@@ -333,6 +333,8 @@ func applySectionDefaults(c *Config) {
 		if s.MaxReceives == 0 {
 			s.MaxReceives = 5
 		}
+		setDur(&s.Visibility, 60*time.Second)
+		setDur(&s.WaitTime, 20*time.Second)
 	}
 	if f := c.Sources.Files; f != nil {
 		setDur(&f.Interval, 5*time.Second)
@@ -403,6 +405,12 @@ func validate(c *Config) []rules.FieldError {
 		}
 		if s.Workers < 1 || s.Workers > 64 {
 			add("sources.sqs.workers", "must be between 1 and 64")
+		}
+		if s.Visibility.D() < 2*time.Second || s.Visibility.D() > 12*time.Hour {
+			add("sources.sqs.visibility", "must be between 2s and 12h (SQS's limits)")
+		}
+		if s.WaitTime.D() > 20*time.Second {
+			add("sources.sqs.waitTime", "SQS long-polls for 20s at most")
 		}
 	}
 	if k := c.Sources.Kafka; k != nil {

@@ -23,7 +23,9 @@ import (
 	"github.com/encwatch/encwatch/alert/outbox"
 	"github.com/encwatch/encwatch/cmd/config"
 	"github.com/encwatch/encwatch/ingest"
+	"github.com/encwatch/encwatch/ingest/kafkasrc"
 	"github.com/encwatch/encwatch/ingest/lookup"
+	"github.com/encwatch/encwatch/ingest/s3sqs"
 	"github.com/encwatch/encwatch/rules"
 )
 
@@ -235,8 +237,43 @@ func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerol
 		pm.init("files")
 		out = append(out, component{name: "files", run: fs.Run})
 	}
-	if cfg.Sources.SQS != nil || cfg.Sources.Kafka != nil {
-		return nil, errors.New("sources.sqs and sources.kafka are not supported by this build yet")
+	onErr := func(source string) func(ingest.Position, error) {
+		return func(pos ingest.Position, err error) {
+			pm.decodeErrors.WithLabelValues(source, ingest.ErrorReason(err)).Inc()
+			log.Warn().Err(err).Str("source", source).Str("where", pos.String()).Msg("bad input skipped")
+		}
+	}
+	if q := cfg.Sources.SQS; q != nil {
+		sq, s3c, err := s3sqs.NewClients(ctx, q.QueueURL)
+		if err != nil {
+			return nil, err
+		}
+		src, err := s3sqs.New(s3sqs.Options{QueueURL: q.QueueURL, SQS: sq, S3: s3c, Workers: q.Workers, MaxReceives: q.MaxReceives,
+			Visibility: q.Visibility.D(), WaitTime: q.WaitTime.D(), MaxRecordBytes: cfg.Limits.MaxRecordBytes,
+			Logger: log.With().Str("component", "sqs").Logger(), Metrics: s3sqs.NewMetrics(reg), OnError: onErr("sqs")})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, component{name: "sqs", run: src.Run})
+		pm.init("sqs")
+	}
+	if k := cfg.Sources.Kafka; k != nil {
+		tlsCfg, err := TLSConfig(k.TLS)
+		if err != nil {
+			return nil, fmt.Errorf("sources.kafka.tls: %w", err)
+		}
+		mech, err := SASLMechanism(ctx, k.SASL)
+		if err != nil {
+			return nil, fmt.Errorf("sources.kafka.sasl: %w", err)
+		}
+		src, err := kafkasrc.New(kafkasrc.Options{Brokers: k.Brokers, Topic: k.Topic, Group: k.Group, TLS: tlsCfg, SASL: mech,
+			MaxRecordBytes: cfg.Limits.MaxRecordBytes, Logger: log.With().Str("component", "kafka-source").Logger(),
+			Metrics: kafkasrc.NewMetrics(reg), OnError: onErr("kafka")})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, component{name: "kafka", run: src.Run})
+		pm.init("kafka")
 	}
 	return out, nil
 }

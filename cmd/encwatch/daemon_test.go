@@ -61,14 +61,15 @@ func (d *daemonProc) wait() error {
 	return d.err
 }
 
-func startDaemon(t *testing.T, cfgPath, endpoint string) *daemonProc {
+func startDaemon(t *testing.T, cfgPath, endpoint string, extraEnv ...string) *daemonProc {
 	t.Helper()
 	cmd := exec.Command(encwatchBinary(t), "run", "--config", cfgPath)
 	home := t.TempDir()
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home,
 		"AWS_ENDPOINT_URL_CLOUDTRAIL=" + endpoint, "AWS_ENDPOINT_URL_STS=" + endpoint,
 		"AWS_ACCESS_KEY_ID=AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY=secret", "AWS_EC2_METADATA_DISABLED=true",
-		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"}
+		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_REGION=us-east-1"}
+	cmd.Env = append(cmd.Env, extraEnv...)
 	stdout, _ := cmd.StdoutPipe()
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {

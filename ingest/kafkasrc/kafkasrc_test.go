@@ -1,0 +1,111 @@
+package kafkasrc_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/encwatch/encwatch/ingest"
+	"github.com/encwatch/encwatch/ingest/kafkasrc"
+)
+
+func record(id string) string {
+	return `{"eventVersion":"1.11","eventTime":"2026-03-01T00:00:00Z","eventSource":"s3.amazonaws.com","eventName":"DeleteBucketEncryption","awsRegion":"us-east-1","requestParameters":{"bucketName":"b-` + id + `"},"eventID":"` + id + `","recipientAccountId":"1"}`
+}
+
+// TestGroupSurvivesAConsumerDying: two consumers share a four-partition
+// topic; one dies with a batch it never stored; every record's event is
+// still stored, by the other.
+func TestGroupSurvivesAConsumerDying(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "cloudtrail"), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	prod, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic("cloudtrail"), kgo.RecordPartitioner(kgo.RoundRobinPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	want := map[string]bool{}
+	for i := range 200 {
+		var value string
+		if i%5 == 0 { // some messages hold a log file's {"Records":[...]}
+			a, b := fmt.Sprintf("e%03d-a", i), fmt.Sprintf("e%03d-b", i)
+			value = `{"Records":[` + record(a) + `,` + record(b) + `]}`
+			want[a], want[b] = true, true
+		} else {
+			id := fmt.Sprintf("e%03d", i)
+			value = record(id)
+			want[id] = true
+		}
+		if err := prod.ProduceSync(context.Background(), &kgo.Record{Value: []byte(value)}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	stored := map[string]int{}
+	store := func(b ingest.Batch) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range b.Events {
+			stored[e.ID]++
+		}
+	}
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(stored) }
+	newSource := func() *kafkasrc.Source {
+		s, err := kafkasrc.New(kafkasrc.Options{Brokers: c.ListenAddrs(), Topic: "cloudtrail", Group: "encwatch", MaxBatch: 10,
+			SessionTimeout: 2 * time.Second, Logger: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	// Consumer A stores two batches, then dies holding its third.
+	ctxA, killA := context.WithCancel(context.Background())
+	batchesA := 0
+	doneA := make(chan error, 1)
+	go func() {
+		doneA <- newSource().Run(ctxA, func(ctx context.Context, b ingest.Batch) error {
+			batchesA++
+			if batchesA > 2 {
+				killA()
+				return errors.New("crashed")
+			}
+			store(b)
+			return nil
+		})
+	}()
+	ctxB, stopB := context.WithCancel(context.Background())
+	defer stopB()
+	doneB := make(chan error, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		doneB <- newSource().Run(ctxB, func(ctx context.Context, b ingest.Batch) error { store(b); return nil })
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for count() < len(want) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	stopB()
+	<-doneA
+	<-doneB
+	mu.Lock()
+	defer mu.Unlock()
+	missing := 0
+	for id := range want {
+		if stored[id] == 0 {
+			missing++
+		}
+	}
+	if missing > 0 || batchesA < 3 {
+		t.Errorf("%d of %d events never stored (consumer A handled %d batches)", missing, len(want), batchesA)
+	}
+}

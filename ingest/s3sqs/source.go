@@ -1,0 +1,291 @@
+package s3sqs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/encwatch/encwatch/ingest"
+)
+
+// SQSAPI is the part of the SQS client the source uses.
+type SQSAPI interface {
+	ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, opts ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error)
+	DeleteMessage(ctx context.Context, in *sqs.DeleteMessageInput, opts ...func(*sqs.Options)) (*sqs.DeleteMessageOutput, error)
+	ChangeMessageVisibility(ctx context.Context, in *sqs.ChangeMessageVisibilityInput, opts ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error)
+}
+
+// S3API is the part of the S3 client the source uses.
+type S3API interface {
+	GetObject(ctx context.Context, in *s3.GetObjectInput, opts ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+}
+
+// Options configures a Source.
+type Options struct {
+	QueueURL string
+	SQS      SQSAPI
+	S3       S3API
+	// Workers receive and process messages at once (default 4).
+	Workers int
+	// WaitTime is the long-polling wait (default 20s).
+	WaitTime time.Duration
+	// Visibility is the visibility timeout the source asks for and keeps
+	// extending while it still reads a message's files (default 60s).
+	Visibility time.Duration
+	// MaxReceives: a message received this many times is reported (log,
+	// metric) and left to the queue's dead-letter policy (default 5).
+	MaxReceives    int
+	MaxRecordBytes int
+	Logger         zerolog.Logger
+	Metrics        *Metrics
+	// OnError receives unreadable records (for metrics).
+	OnError func(pos ingest.Position, err error)
+}
+
+// Source reads log files announced through SQS.
+type Source struct{ o Options }
+
+// New checks the options and returns a Source.
+func New(o Options) (*Source, error) {
+	if o.QueueURL == "" || o.SQS == nil || o.S3 == nil {
+		return nil, errors.New("s3sqs: queue URL, SQS and S3 clients are required")
+	}
+	if o.Workers <= 0 {
+		o.Workers = 4
+	}
+	if o.WaitTime <= 0 {
+		o.WaitTime = 20 * time.Second
+	}
+	if o.Visibility <= 0 {
+		o.Visibility = 60 * time.Second
+	}
+	if o.MaxReceives <= 0 {
+		o.MaxReceives = 5
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	return &Source{o: o}, nil
+}
+
+// Run receives with Workers long-polling receivers until ctx ends. A message
+// in progress when ctx ends is not deleted: SQS delivers it again.
+func (s *Source) Run(ctx context.Context, handle ingest.Handler) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for i := range s.o.Workers {
+		g.Go(func() error { return s.worker(ctx, i, handle) })
+	}
+	err := g.Wait()
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		return nil
+	}
+	return err
+}
+
+func (s *Source) worker(ctx context.Context, n int, handle ingest.Handler) error {
+	log := s.o.Logger.With().Int("worker", n).Logger()
+	backoff := time.Second
+	for ctx.Err() == nil {
+		out, err := s.o.SQS.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
+			QueueUrl: aws.String(s.o.QueueURL), MaxNumberOfMessages: 1, WaitTimeSeconds: int32(s.o.WaitTime / time.Second),
+			VisibilityTimeout:           int32(s.o.Visibility / time.Second),
+			MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameApproximateReceiveCount},
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.o.Metrics.receiveErrors.Inc()
+			log.Warn().Err(err).Dur("retry_in", backoff).Msg("SQS ReceiveMessage failed")
+			sleep(ctx, backoff)
+			backoff = min(2*backoff, 30*time.Second)
+			continue
+		}
+		backoff = time.Second
+		for _, m := range out.Messages {
+			if err := s.message(ctx, m, handle, log); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// message handles one SQS message. It returns an error only when the
+// pipeline fails; unreadable files leave the message for redelivery.
+func (s *Source) message(ctx context.Context, m types.Message, handle ingest.Handler, log zerolog.Logger) error {
+	id := aws.ToString(m.MessageId)
+	log = log.With().Str("message_id", id).Logger()
+	s.o.Metrics.inFlight.Inc()
+	defer s.o.Metrics.inFlight.Dec()
+	receives, _ := strconv.Atoi(m.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)])
+	objs, err := ParseNotification([]byte(aws.ToString(m.Body)))
+	switch {
+	case errors.Is(err, ErrTestEvent):
+		s.o.Metrics.messages.WithLabelValues("test_event").Inc()
+		return s.delete(ctx, m, log)
+	case err != nil:
+		s.o.Metrics.messages.WithLabelValues("unreadable").Inc()
+		log.Error().Err(err).Int("receives", receives).Msg("SQS message unreadable; left to the queue's dead-letter policy")
+		return nil
+	}
+	// Keep the message invisible while its files are read.
+	hctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go s.heartbeat(hctx, m, log)
+	for _, o := range objs {
+		if err := s.object(ctx, o, handle); err != nil {
+			var he *handleError
+			if errors.As(err, &he) {
+				return he.err
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.o.Metrics.objectErrors.Inc()
+			if receives >= s.o.MaxReceives {
+				s.o.Metrics.gaveUp.Inc()
+				log.Error().Err(err).Str("bucket", o.Bucket).Str("key", o.Key).Int("receives", receives).
+					Msg("log file still unreadable after maxReceives; left to the queue's dead-letter policy")
+			} else {
+				log.Warn().Err(err).Str("bucket", o.Bucket).Str("key", o.Key).Int("receives", receives).
+					Msg("log file unreadable; SQS will deliver the message again")
+			}
+			return nil // not deleted: redelivered after the visibility timeout
+		}
+	}
+	stop()
+	s.o.Metrics.messages.WithLabelValues("done").Inc()
+	return s.delete(ctx, m, log)
+}
+
+type handleError struct{ err error }
+
+func (e *handleError) Error() string { return e.err.Error() }
+
+// object streams one log file through the decoder into the pipeline.
+func (s *Source) object(ctx context.Context, o Object, handle ingest.Handler) error {
+	out, err := s.o.S3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(o.Bucket), Key: aws.String(o.Key)})
+	if err != nil {
+		return fmt.Errorf("GetObject s3://%s/%s: %w", o.Bucket, o.Key, err)
+	}
+	defer out.Body.Close()
+	r, err := ingest.Decompress(out.Body)
+	if err != nil {
+		return fmt.Errorf("s3://%s/%s: %w", o.Bucket, o.Key, err)
+	}
+	source := "s3://" + o.Bucket + "/" + o.Key
+	var batch []*ingest.Event
+	var hErr error
+	flush := func(st ingest.Stats) error {
+		ingest.SortByTime(batch)
+		err := handle(ctx, ingest.Batch{Source: "sqs", Events: batch, Stats: st})
+		batch = nil
+		if err != nil {
+			return &handleError{err}
+		}
+		return nil
+	}
+	dec := ingest.Decoder{Source: source, MaxRecordBytes: s.o.MaxRecordBytes, OnError: s.o.OnError,
+		OnEvent: func(ev *ingest.Event) error {
+			batch = append(batch, ev)
+			if len(batch) >= 512 {
+				hErr = flush(ingest.Stats{})
+				return hErr
+			}
+			return nil
+		}}
+	st, err := dec.Decode(r)
+	if hErr != nil {
+		return hErr
+	}
+	s.o.Metrics.bytes.Add(float64(st.Bytes))
+	s.o.Metrics.skipped.Add(float64(st.Records - st.Candidates))
+	if err != nil {
+		// The events read so far are kept (at-least-once); the file is read
+		// again on redelivery.
+		if ferr := flush(st); ferr != nil {
+			return ferr
+		}
+		return fmt.Errorf("%s: %w", source, err)
+	}
+	return flush(st)
+}
+
+// heartbeat extends the message's visibility at half the timeout until
+// ctx ends.
+func (s *Source) heartbeat(ctx context.Context, m types.Message, log zerolog.Logger) {
+	t := time.NewTicker(s.o.Visibility / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, err := s.o.SQS.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{QueueUrl: aws.String(s.o.QueueURL),
+			ReceiptHandle: m.ReceiptHandle, VisibilityTimeout: int32(s.o.Visibility / time.Second)})
+		if err != nil && ctx.Err() == nil {
+			log.Warn().Err(err).Msg("extending the message's visibility failed")
+		} else if err == nil {
+			s.o.Metrics.extensions.Inc()
+		}
+	}
+}
+
+func (s *Source) delete(ctx context.Context, m types.Message, log zerolog.Logger) error {
+	_, err := s.o.SQS.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: aws.String(s.o.QueueURL), ReceiptHandle: m.ReceiptHandle})
+	if err != nil && ctx.Err() == nil {
+		// The findings are stored; a redelivery only repeats them.
+		log.Warn().Err(err).Msg("deleting the SQS message failed; it will be read again")
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// Metrics are the SQS source's metrics.
+type Metrics struct {
+	inFlight                                                        prometheus.Gauge
+	messages                                                        *prometheus.CounterVec
+	receiveErrors, objectErrors, gaveUp, extensions, bytes, skipped prometheus.Counter
+}
+
+// NewMetrics creates the metrics and registers them on reg (nil: not
+// registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "encwatch_sqs_messages_in_flight", Help: "SQS messages being processed."}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_sqs_messages_total",
+			Help: "SQS messages handled, by outcome (done, test_event, unreadable)."}, []string{"outcome"}),
+		receiveErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "encwatch_sqs_receive_errors_total", Help: "Failed ReceiveMessage calls."}),
+		objectErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "encwatch_sqs_object_errors_total", Help: "Log files that could not be read (left for redelivery)."}),
+		gaveUp: prometheus.NewCounter(prometheus.CounterOpts{Name: "encwatch_sqs_max_receives_total",
+			Help: "Messages still failing after maxReceives, left to the queue's dead-letter policy."}),
+		extensions: prometheus.NewCounter(prometheus.CounterOpts{Name: "encwatch_sqs_visibility_extensions_total", Help: "Visibility timeouts extended while reading."}),
+		bytes:      prometheus.NewCounter(prometheus.CounterOpts{Name: "encwatch_sqs_bytes_total", Help: "Decompressed bytes read from S3 log files."}),
+		skipped:    prometheus.NewCounter(prometheus.CounterOpts{Name: "encwatch_sqs_records_skipped_total", Help: "Records skipped by the prefilter."}),
+	}
+	for _, o := range []string{"done", "test_event", "unreadable"} {
+		m.messages.WithLabelValues(o)
+	}
+	if reg != nil {
+		reg.MustRegister(m.inFlight, m.messages, m.receiveErrors, m.objectErrors, m.gaveUp, m.extensions, m.bytes, m.skipped)
+	}
+	return m
+}
