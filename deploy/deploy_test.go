@@ -147,17 +147,26 @@ func TestPrometheusScrapesDaemon(t *testing.T) {
 	emu.AddRecord("111122223333", "us-east-1", rec, time.Time{})
 	hook := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer hook.Close()
+	q, store := awsemu.NewSQS(), awsemu.NewS3()
+	qs, ss := httptest.NewServer(q), httptest.NewServer(store)
+	defer qs.Close()
+	defer ss.Close()
+	t.Setenv("AWS_ENDPOINT_URL_SQS", qs.URL)
+	t.Setenv("AWS_ENDPOINT_URL_S3", ss.URL)
+	store.Put("trail", "AWSLogs/1/CloudTrail/us-east-1/a.json", b)
+	q.Send(`{"s3Bucket":"trail","s3ObjectKey":["AWSLogs/1/CloudTrail/us-east-1/a.json"]}`)
 	records, _ := filepath.Abs("../fixtures/records")
 	cfg, err := config.Parse("test", []byte(fmt.Sprintf(`state: {dir: %q}
 http: {listen: "127.0.0.1:0"}
 sources:
   lookup: {regions: [us-east-1], interval: 1s}
   files: {paths: [%q], watch: true, interval: 1s}
+  sqs: {queueURL: %q, workers: 1, waitTime: 1s}
 sinks:
   stdout: {}
   webhooks: [{name: hook, url: %q, secretEnv: HOOK_SECRET}]
 customRules: [{id: any-delete, severity: info, summary: delete, when: 'event.name == "DeleteBucketEncryption"'}]
-`, t.TempDir(), records, hook.URL)), nil)
+`, t.TempDir(), records, qs.URL+"/1/trail-logs", hook.URL)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
