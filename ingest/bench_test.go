@@ -62,6 +62,9 @@ func TestMain(m *testing.M) {
 	if benchCorpus.dir != "" {
 		os.RemoveAll(benchCorpus.dir)
 	}
+	if dataCorpus.dir != "" {
+		os.RemoveAll(dataCorpus.dir)
+	}
 	os.Exit(code)
 }
 
@@ -142,5 +145,49 @@ func BenchmarkDecodeRecord(b *testing.B) {
 		if _, err := ingest.DecodeRecord(raw); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// dataCorpus is the bench corpus's size, with one record in five an
+// ordinary PutObject data event (besides the CreateSession traffic).
+var dataCorpus struct {
+	once     sync.Once
+	dir      string
+	inputs   []ingest.Input
+	manifest *corpus.Manifest
+	err      error
+}
+
+// BenchmarkReplayDataEvents replays a corpus rich in data events with the
+// data-event rules off (they cost only the byte scan) and on (every data
+// event holding an encryption header is decoded).
+func BenchmarkReplayDataEvents(b *testing.B) {
+	c := &dataCorpus
+	c.once.Do(func() {
+		if c.dir, c.err = os.MkdirTemp("", "encwatch-bench-data-"); c.err != nil {
+			return
+		}
+		if c.manifest, c.err = corpus.Generate(corpus.Options{Dir: c.dir, Seed: 1, Bytes: 64 << 20, DataNoiseEvery: 5, OverrideGroups: 20, CopyGroups: 20}); c.err != nil {
+			return
+		}
+		c.inputs, c.err = ingest.Expand([]string{filepath.Join(c.dir, "AWSLogs")})
+	})
+	if c.err != nil {
+		b.Fatal(c.err)
+	}
+	for _, on := range []bool{false, true} {
+		name := "rules-off"
+		if on {
+			name = "rules-on"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(c.manifest.Bytes)
+			for b.Loop() {
+				if _, err := ingest.ReadAll(context.Background(), c.inputs, ingest.ReadOptions{DataEvents: on}, func([]*ingest.Event) error { return nil }); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(c.manifest.Records)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+		})
 	}
 }

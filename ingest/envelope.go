@@ -302,7 +302,7 @@ type probe struct {
 // item handles one JSON value held in memory: a record, or an envelope
 // holding records.
 func (d *Decoder) item(raw []byte, pos Position, nested int) error {
-	if !bytes.Contains(raw, needle) {
+	if !d.contains(raw) {
 		d.stats.Records++
 		if !json.Valid(raw) {
 			var v any

@@ -13,6 +13,13 @@ const (
 	PutBucketEncryption    = "PutBucketEncryption"
 	GetBucketEncryption    = "GetBucketEncryption"
 	DeleteBucketEncryption = "DeleteBucketEncryption"
+
+	// Data events that can set or move an object's encryption.
+	PutObject             = "PutObject"
+	CopyObject            = "CopyObject"
+	CreateMultipartUpload = "CreateMultipartUpload"
+	UploadPartCopy        = "UploadPartCopy"
+	CreateSession         = "CreateSession"
 )
 
 // Bucket types as the alert format names them.
@@ -41,6 +48,9 @@ type Event struct {
 	// Encryption is what a PutBucketEncryption request set. It is empty for
 	// Get and Delete.
 	Encryption Encryption
+	// Object is what a data event asked of an object's encryption; empty
+	// for management events.
+	Object ObjectRequest
 	// Digest is a hash of the raw record, used as identity when a record has
 	// no eventID.
 	Digest string
@@ -62,6 +72,55 @@ func (e *Event) IsEncryptionEvent() bool {
 		return true
 	}
 	return false
+}
+
+// IsDataEvent reports whether the event is one of the S3 or S3 Express
+// data events whose encryption encwatch judges.
+func (e *Event) IsDataEvent() bool {
+	if e.Source != SourceS3 && e.Source != SourceS3Express {
+		return false
+	}
+	switch e.Name {
+	case PutObject, CopyObject, CreateMultipartUpload, UploadPartCopy, CreateSession:
+		return true
+	}
+	return false
+}
+
+// ObjectRequest is the encryption a data event asked for.
+type ObjectRequest struct {
+	Key string // object key, where the request names one
+	// Requested is the algorithm the request named: AES256, aws:kms,
+	// aws:kms:dsse, or SSE-C for a customer-provided key; "" when it named
+	// none (the bucket default applies).
+	Requested        string
+	KMSKeyID         string
+	BucketKeyEnabled string // as sent ("true", "false"), "" when absent
+	// SSEApplied is additionalEventData.SSEApplied: Default_SSE_S3,
+	// Default_SSE_KMS, SSE_S3, SSE_KMS or SSE_C.
+	SSEApplied string
+	// ResponseSSE is the algorithm S3 answered with (responseElements).
+	ResponseSSE string
+	// CopySourceBucket is the bucket a copy reads from.
+	CopySourceBucket string
+}
+
+// Overrides reports whether the request named its own server-side
+// encryption instead of using the bucket default.
+func (o ObjectRequest) Overrides() bool {
+	if o.Requested != "" {
+		return true
+	}
+	switch o.SSEApplied {
+	case "SSE_S3", "SSE_KMS", "SSE_C":
+		return true
+	}
+	return false
+}
+
+// KMS reports whether the object is (or will be) encrypted with SSE-KMS.
+func (o ObjectRequest) KMS() bool {
+	return o.Requested == "aws:kms" || o.SSEApplied == "SSE_KMS" || o.SSEApplied == "Default_SSE_KMS" || o.ResponseSSE == "aws:kms"
 }
 
 // Key returns the identity of the event for deduplication: its eventID, or

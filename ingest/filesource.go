@@ -26,6 +26,7 @@ type FileSource struct {
 	// when watching).
 	Settle         time.Duration
 	MaxRecordBytes int
+	DataEvents     bool
 	Checkpoints    Checkpoints
 	Logger         zerolog.Logger
 	// OnError receives unreadable records and files (for metrics).
@@ -125,7 +126,7 @@ func (s *FileSource) file(ctx context.Context, in Input, handle Handler) error {
 	var batch []*Event
 	var handleErr error
 	dec := Decoder{
-		Source: in.Path, MaxRecordBytes: s.MaxRecordBytes, OnError: s.report,
+		Source: in.Path, MaxRecordBytes: s.MaxRecordBytes, DataEvents: s.DataEvents, OnError: s.report,
 		OnEvent: func(ev *Event) error {
 			batch = append(batch, ev)
 			if len(batch) < 512 {

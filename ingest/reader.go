@@ -19,6 +19,8 @@ type ReadOptions struct {
 	Workers int
 	// MaxRecordBytes bounds one record; 0 means DefaultMaxRecordBytes.
 	MaxRecordBytes int
+	// DataEvents also reads the data events the data-event rules judge.
+	DataEvents bool
 	// OnError receives every unreadable record or input. Calls are
 	// serialised.
 	OnError func(pos Position, err error)
@@ -83,7 +85,7 @@ func ReadAll(ctx context.Context, inputs []Input, opts ReadOptions, fn func([]*E
 	for range workers {
 		g.Go(func() error {
 			for j := range work {
-				readOne(ctx, j, opts.MaxRecordBytes, onError)
+				readOne(ctx, j, opts.MaxRecordBytes, opts.DataEvents, onError)
 			}
 			return nil
 		})
@@ -115,7 +117,7 @@ func ReadAll(ctx context.Context, inputs []Input, opts ReadOptions, fn func([]*E
 }
 
 // readOne decodes one input into batches on j.out and closes it.
-func readOne(ctx context.Context, j *job, maxRecord int, onError func(Position, error)) {
+func readOne(ctx context.Context, j *job, maxRecord int, dataEvents bool, onError func(Position, error)) {
 	defer close(j.out)
 	send := func(r result) bool {
 		select {
@@ -136,6 +138,7 @@ func readOne(ctx context.Context, j *job, maxRecord int, onError func(Position, 
 	dec := Decoder{
 		Source:         j.in.Path,
 		MaxRecordBytes: maxRecord,
+		DataEvents:     dataEvents,
 		OnError:        onError,
 		OnEvent: func(ev *Event) error {
 			batch = append(batch, ev)

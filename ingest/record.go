@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -48,6 +49,7 @@ type rawRecord struct {
 	ErrorCode          text            `json:"errorCode"`
 	ErrorMessage       text            `json:"errorMessage"`
 	RequestParameters  json.RawMessage `json:"requestParameters"`
+	ResponseElements   json.RawMessage `json:"responseElements"`
 	AdditionalData     json.RawMessage `json:"additionalEventData"`
 	EventID            text            `json:"eventID"`
 	Resources          []rawResource   `json:"resources"`
@@ -125,6 +127,9 @@ func DecodeRecord(raw []byte) (*Event, error) {
 	}
 	params := parseParams(r.RequestParameters)
 	ev.Encryption = params.encryption
+	if ev.IsDataEvent() {
+		ev.Object = objectRequest(params, r.ResponseElements, r.AdditionalData)
+	}
 	ev.Bucket = normaliseBucket(&r, params, ev)
 	ev.Account = firstNonEmpty(string(r.RecipientAccountID), ev.Bucket.Account, ev.Actor.AccountID)
 	if ev.Bucket.Account == "" {
@@ -140,6 +145,7 @@ type params struct {
 	bucketName string
 	host       string
 	encryption Encryption
+	object     ObjectRequest
 }
 
 // parseParams reads requestParameters. Keys are matched case-insensitively
@@ -162,6 +168,21 @@ func parseParams(raw json.RawMessage) params {
 			p.host = scalar(v)
 		case "serversideencryptionconfiguration":
 			p.encryption = parseSSEConfig(v)
+		case "key":
+			p.object.Key = scalar(v)
+		case "x-amz-server-side-encryption":
+			p.object.Requested = scalar(v)
+		case "x-amz-server-side-encryption-customer-algorithm":
+			if scalar(v) != "" {
+				p.object.Requested = "SSE-C"
+			}
+		case "x-amz-server-side-encryption-aws-kms-key-id":
+			p.object.KMSKeyID = scalar(v)
+		case "x-amz-server-side-encryption-bucket-key-enabled":
+			p.object.BucketKeyEnabled = scalar(v)
+		case "x-amz-copy-source":
+			src, _ := url.PathUnescape(strings.TrimPrefix(scalar(v), "/"))
+			p.object.CopySourceBucket, _, _ = strings.Cut(src, "/")
 		}
 	}
 	return p
@@ -242,6 +263,30 @@ func parseBool(v json.RawMessage) (value, set bool) {
 	}
 	b, err := strconv.ParseBool(strings.TrimSpace(string(t)))
 	return err == nil && b, true
+}
+
+// objectRequest completes a data event's request with what S3 answered
+// and what it applied.
+func objectRequest(p params, response, additional json.RawMessage) ObjectRequest {
+	o := p.object
+	if len(response) > 0 && response[0] == '{' {
+		var m map[string]json.RawMessage
+		if json.Unmarshal(response, &m) == nil {
+			for k, v := range m {
+				if strings.EqualFold(k, "x-amz-server-side-encryption") {
+					o.ResponseSSE = scalar(v)
+				}
+			}
+		}
+	}
+	if len(additional) > 0 && additional[0] == '{' {
+		var a struct {
+			SSEApplied text `json:"SSEApplied"`
+		}
+		_ = json.Unmarshal(additional, &a)
+		o.SSEApplied = string(a.SSEApplied)
+	}
+	return o
 }
 
 func normaliseBucket(r *rawRecord, p params, ev *Event) Bucket {

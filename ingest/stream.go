@@ -47,6 +47,10 @@ type Decoder struct {
 	// OnError receives each record or part of the input that could not be
 	// read; the decode goes on after it.
 	OnError func(pos Position, err error)
+	// DataEvents also emits the data events that can set or move an
+	// object's encryption (PutObject, CopyObject, ...). Off, they cost only
+	// the byte scan.
+	DataEvents bool
 
 	stats   Stats
 	w       window
@@ -188,7 +192,7 @@ func (d *Decoder) compact() error {
 		data := w.data()
 		h := -1
 		if rel := int(search - w.base); rel < len(data) {
-			if i := bytes.Index(data[rel:], needle); i >= 0 {
+			if i := d.index(data[rel:]); i >= 0 {
 				h = rel + i
 			}
 		}
@@ -197,7 +201,7 @@ func (d *Decoder) compact() error {
 			// (possibly partial) record and read on.
 			limit := w.end() - int64(len(recordMarker)) + 1
 			d.countMarkers(&counted, limit)
-			search = max(search, w.end()-int64(len(needle))+1)
+			search = max(search, w.end()-int64(maxNeedle)+1)
 			keep := min(search, counted)
 			if last := bytes.LastIndex(data, recordMarker); last >= 0 {
 				keep = min(keep, w.base+int64(last))
@@ -290,7 +294,7 @@ func (d *Decoder) record(raw []byte, pos Position) error {
 }
 
 func (d *Decoder) emit(ev *Event, pos Position) error {
-	if !ev.IsEncryptionEvent() {
+	if !ev.IsEncryptionEvent() && !(d.DataEvents && ev.IsDataEvent()) {
 		return nil
 	}
 	ev.Origin = pos

@@ -16,6 +16,8 @@ const (
 	RootPrincipal                 = "root-principal"
 	EncryptionReadBurst           = "encryption-read-burst"
 	EncryptionConfigUnreadable    = "encryption-config-unreadable"
+	ObjectEncryptionOverride      = "object-encryption-override"
+	DirectoryKMSCopyCost          = "directory-kms-copy-cost"
 )
 
 // Definition describes one rule of the catalogue.
@@ -73,7 +75,18 @@ var Catalogue = []Definition{
 	{ID: EncryptionConfigUnreadable, Severity: Medium,
 		Description: "a PutBucketEncryption succeeded but no algorithm can be read from its request",
 		Remediation: "Read the bucket's encryption with GetBucketEncryption to learn what was set."},
+	{ID: ObjectEncryptionOverride, Severity: Low, Stateful: true,
+		SeverityNote: "medium when the algorithm is outside the allowed set, high for SSE-C on a directory bucket",
+		Description:  "a data event (PutObject, CopyObject, CreateMultipartUpload, CreateSession) named its own server-side encryption instead of the bucket default; one alert per bucket, caller and setting per dataEvents.window, with the count",
+		Remediation:  "Set the encryption you want as the bucket default and stop sending x-amz-server-side-encryption headers; AWS recommends not overriding it in CreateSession or PUT requests on directory buckets."},
+	{ID: DirectoryKMSCopyCost, Severity: Info, Stateful: true,
+		Description: "copies (CopyObject, UploadPartCopy) of SSE-KMS objects to, from or between directory buckets, where S3 Bucket Keys do not apply and each copy is a KMS request; one alert per bucket per dataEvents.window, with the count",
+		Remediation: "Expect a KMS request per copied object; batch or avoid SSE-KMS copies involving directory buckets where the cost matters."},
 }
+
+// DataRules are the rules that judge data events; the decoder reads data
+// events only when one of them is on.
+var DataRules = []string{ObjectEncryptionOverride, DirectoryKMSCopyCost}
 
 // Lookup returns the catalogue entry of a rule ID, or nil.
 func Lookup(id string) *Definition {

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/encwatch/encwatch/ingest"
 )
@@ -25,13 +26,15 @@ type Finding struct {
 // for concurrent use, but stateful rules assume events come roughly in
 // eventTime order, so callers feed one stream at a time.
 type Engine struct {
-	mu       sync.Mutex
-	policy   Policy
-	state    State
-	disabled map[string]bool
-	bursts   *burstTracker
-	custom   []*Compiled
-	onError  func(rule string, err error)
+	mu        sync.Mutex
+	policy    Policy
+	state     State
+	disabled  map[string]bool
+	bursts    *burstTracker
+	custom    []*Compiled
+	onError   func(rule string, err error)
+	onKMSCopy func(bucketType string)
+	swept     time.Time // event time of the last sweep of closed windows
 }
 
 // New returns an engine for a validated policy, a state store (nil: in
@@ -135,12 +138,23 @@ func (e *Engine) Evaluate(ev *ingest.Event) ([]Finding, error) {
 // instead of the engine's own store, such as a TxState in the transaction
 // that also stores the findings.
 func (e *Engine) EvaluateIn(st State, ev *ingest.Event) ([]Finding, error) {
-	if !ev.IsEncryptionEvent() {
+	data := ev.IsDataEvent()
+	if !ev.IsEncryptionEvent() && !data {
 		return nil, nil
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	x := &evaluation{e: e, st: st, ev: ev, key: BucketKey(ev.Bucket)}
+	if ev.Time.Sub(e.swept) >= sweepEvery {
+		e.swept = ev.Time
+		if err := x.sweep(ev.Time, false); err != nil {
+			return x.findings, err
+		}
+	}
+	if data {
+		err := x.data()
+		return x.findings, err
+	}
 	var err error
 	switch ev.Name {
 	case ingest.PutBucketEncryption:

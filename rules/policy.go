@@ -19,6 +19,14 @@ type Policy struct {
 	Buckets               []BucketOverride    `yaml:"buckets"`
 	Severity              map[string]Severity `yaml:"severity"`
 	Disabled              []string            `yaml:"disabled"`
+	DataEvents            DataEvents          `yaml:"dataEvents"`
+}
+
+// DataEvents configures the data-event rules.
+type DataEvents struct {
+	// Window groups repeats: one alert per bucket, caller and setting (or
+	// per bucket for copies) per window.
+	Window Duration `yaml:"window"`
 }
 
 // BucketPolicy holds the settings of one bucket type.
@@ -45,6 +53,7 @@ func DefaultPolicy() Policy {
 		DirectoryBuckets:      BucketPolicy{AllowedAlgorithms: []string{AlgKMS}},
 		GeneralPurposeBuckets: BucketPolicy{AllowedAlgorithms: []string{AlgKMS, AlgKMSDSSE}},
 		ReadBurst:             ReadBurst{Buckets: 20, Window: Duration(10 * time.Minute)},
+		DataEvents:            DataEvents{Window: Duration(time.Hour)},
 	}
 }
 
@@ -97,6 +106,9 @@ func (p *Policy) Validate(extraRules ...string) []FieldError {
 	}
 	if p.ReadBurst.Window <= 0 {
 		add("readBurst.window", "must be positive")
+	}
+	if p.DataEvents.Window <= 0 {
+		add("dataEvents.window", "must be positive")
 	}
 	known := func(id string) bool { return Lookup(id) != nil || slices.Contains(extraRules, id) }
 	for _, id := range sortedKeys(p.Severity) {

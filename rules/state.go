@@ -32,6 +32,7 @@ type State interface {
 	Bucket(key string) (BucketState, bool, error)
 	// PutBucket stores the state of a bucket.
 	PutBucket(key string, s BucketState) error
+	Groups
 }
 
 // BucketKey is the key bucket state is stored under: account, Region and
@@ -47,6 +48,7 @@ func BucketKey(b ingest.Bucket) string {
 type Memory struct {
 	mu      sync.Mutex
 	buckets map[string]BucketState
+	groups  map[string]Group
 }
 
 // NewMemory returns an empty in-memory State.

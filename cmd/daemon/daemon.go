@@ -103,7 +103,7 @@ func Run(ctx context.Context, o Options) error {
 	reg.MustRegister(sc)
 	p := &pipeline{db: db, outbox: ob, now: time.Now, metrics: pm, state: sc}
 	p.engine.Store(engine)
-	sources, err := buildSources(ctx, cfg, db, log, reg, p.metrics)
+	sources, err := buildSources(ctx, cfg, db, log, reg, p.metrics, engine.DataRulesOn())
 	if err != nil {
 		return err
 	}
@@ -127,6 +127,7 @@ func Run(ctx context.Context, o Options) error {
 	obDone := make(chan error, 1)
 	go func() { obDone <- ob.Run(deliverCtx, DrainTimeout) }()
 	go p.reloads(ctx, o, cfg, log)
+	go p.expireLoop(ctx, time.Minute)
 
 	g, gctx := errgroup.WithContext(ctx)
 	for _, s := range sources {
@@ -198,7 +199,7 @@ func openState(dir string) (*bolt.DB, error) {
 	return db, nil
 }
 
-func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerolog.Logger, reg prometheus.Registerer, pm *pipelineMetrics) ([]component, error) {
+func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerolog.Logger, reg prometheus.Registerer, pm *pipelineMetrics, dataEvents bool) ([]component, error) {
 	var out []component
 	cps := ingest.BoltCheckpoints{DB: db}
 	if l := cfg.Sources.Lookup; l != nil {
@@ -228,7 +229,7 @@ func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerol
 		pm.init("lookup")
 	}
 	if f := cfg.Sources.Files; f != nil {
-		fs := &ingest.FileSource{Paths: f.Paths, Watch: f.Watch, PollInterval: f.Interval.D(), MaxRecordBytes: cfg.Limits.MaxRecordBytes, Checkpoints: cps,
+		fs := &ingest.FileSource{Paths: f.Paths, Watch: f.Watch, PollInterval: f.Interval.D(), MaxRecordBytes: cfg.Limits.MaxRecordBytes, DataEvents: dataEvents, Checkpoints: cps,
 			Logger: log.With().Str("component", "files").Logger(),
 			OnError: func(_ ingest.Position, err error) {
 				pm.decodeErrors.WithLabelValues("files", ingest.ErrorReason(err)).Inc()
@@ -249,7 +250,7 @@ func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerol
 			return nil, err
 		}
 		src, err := s3sqs.New(s3sqs.Options{QueueURL: q.QueueURL, SQS: sq, S3: s3c, Workers: q.Workers, MaxReceives: q.MaxReceives,
-			Visibility: q.Visibility.D(), WaitTime: q.WaitTime.D(), MaxRecordBytes: cfg.Limits.MaxRecordBytes,
+			Visibility: q.Visibility.D(), WaitTime: q.WaitTime.D(), MaxRecordBytes: cfg.Limits.MaxRecordBytes, DataEvents: dataEvents,
 			Logger: log.With().Str("component", "sqs").Logger(), Metrics: s3sqs.NewMetrics(reg), OnError: onErr("sqs")})
 		if err != nil {
 			return nil, err
@@ -267,7 +268,7 @@ func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerol
 			return nil, fmt.Errorf("sources.kafka.sasl: %w", err)
 		}
 		src, err := kafkasrc.New(kafkasrc.Options{Brokers: k.Brokers, Topic: k.Topic, Group: k.Group, TLS: tlsCfg, SASL: mech,
-			MaxRecordBytes: cfg.Limits.MaxRecordBytes, Logger: log.With().Str("component", "kafka-source").Logger(),
+			MaxRecordBytes: cfg.Limits.MaxRecordBytes, DataEvents: dataEvents, Logger: log.With().Str("component", "kafka-source").Logger(),
 			Metrics: kafkasrc.NewMetrics(reg), OnError: onErr("kafka")})
 		if err != nil {
 			return nil, err
@@ -312,6 +313,7 @@ func newEngine(cfg config.Config, old *rules.Engine, pm *pipelineMetrics, log ze
 		return nil, err
 	}
 	e.TakeBursts(old)
+	e.OnKMSCopy(func(t string) { pm.kmsCopies.WithLabelValues(t).Inc() })
 	for _, c := range cfg.Compiled {
 		pm.customErrors.WithLabelValues(c.ID, "error")
 		pm.customErrors.WithLabelValues(c.ID, "cost")

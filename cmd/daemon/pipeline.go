@@ -28,7 +28,7 @@ type pipeline struct {
 
 type pipelineMetrics struct {
 	events, findings, skipped, decodeErrors *prometheus.CounterVec
-	customErrors, reloads                   *prometheus.CounterVec
+	customErrors, reloads, kmsCopies        *prometheus.CounterVec
 	lag                                     *prometheus.GaugeVec
 	storeSeconds                            prometheus.Histogram
 }
@@ -52,8 +52,36 @@ func newPipelineMetrics(reg prometheus.Registerer) *pipelineMetrics {
 		Help: "Custom rules that failed on an event (evaluation error or cost limit), by rule; the rule is skipped for that event."}, []string{"rule", "reason"})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_config_reloads_total",
 		Help: "Reloads of the policy and custom rules, by result (success, failure)."}, []string{"result"})
-	reg.MustRegister(m.events, m.findings, m.skipped, m.decodeErrors, m.lag, m.storeSeconds, m.customErrors, m.reloads)
+	m.kmsCopies = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_kms_copy_requests_total",
+		Help: "SSE-KMS copies involving a directory bucket (each a KMS request), by the bucket type of the copy's target."}, []string{"bucket_type"})
+	for _, t := range []string{"directory", "general-purpose"} {
+		m.kmsCopies.WithLabelValues(t)
+	}
+	reg.MustRegister(m.events, m.findings, m.skipped, m.decodeErrors, m.lag, m.storeSeconds, m.customErrors, m.reloads, m.kmsCopies)
 	return m
+}
+
+// timerSource names the batches the pipeline sends itself to close the
+// windows of grouped rules.
+const timerSource = "timer"
+
+// windowSlack is how long past its end a window stays open for late events.
+const windowSlack = 15 * time.Minute
+
+// expireLoop closes ended windows every interval until ctx ends.
+func (p *pipeline) expireLoop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := p.handle(ctx, ingest.Batch{Source: timerSource}); err != nil && ctx.Err() == nil {
+				continue
+			}
+		}
+	}
 }
 
 // handle is the ingest.Handler every source calls.
@@ -68,6 +96,20 @@ func (p *pipeline) handle(ctx context.Context, b ingest.Batch) error {
 	err := p.db.Update(func(tx *bolt.Tx) error {
 		found = found[:0]
 		st := rules.TxState{Tx: tx}
+		if b.Source == timerSource {
+			// Close the windows of grouped rules that a quiet stream left
+			// open; the slack lets late events still join their window.
+			fs, err := engine.Expire(st, now.Add(-windowSlack))
+			if err != nil {
+				return err
+			}
+			for _, f := range fs {
+				if _, err := p.outbox.Put(tx, alert.New(f, now)); err != nil {
+					return fmt.Errorf("outbox: %w", err)
+				}
+			}
+			found = append(found, fs...)
+		}
 		for _, ev := range b.Events {
 			fs, err := engine.EvaluateIn(st, ev)
 			if err != nil {

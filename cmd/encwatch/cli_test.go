@@ -102,7 +102,7 @@ func TestConfigCheck(t *testing.T) {
 
 func TestRulesAndVersion(t *testing.T) {
 	code, stdout, _ := runCLI(t, "", "rules")
-	if code != exitOK || strings.Count(stdout, "\n") != 15 || !strings.Contains(stdout, "directory-kms-key-changed") {
+	if code != exitOK || strings.Count(stdout, "\n") != 17 || !strings.Contains(stdout, "directory-kms-key-changed") {
 		t.Errorf("rules: %d\n%s", code, stdout)
 	}
 	code, stdout, _ = runCLI(t, "", "version")

@@ -56,3 +56,31 @@ func TestGeneratedCorpus(t *testing.T) {
 	}
 	t.Log(fmt.Sprintf("%d files, %d records, %d encryption events, %d confusers, %d findings", m.Files, m.Records, m.EncryptionEvents, m.Confusers, len(m.Findings)))
 }
+
+// TestGeneratedCorpusDataEvents replays a corpus rich in data events: every
+// group of overrides or KMS copies gives one alert, with the right first
+// event and count, and ordinary data events give none.
+func TestGeneratedCorpusDataEvents(t *testing.T) {
+	dir := t.TempDir()
+	m, err := corpus.Generate(corpus.Options{Dir: dir, Seed: 11, Bytes: 12 << 20, EncryptionEvery: 400, DataNoiseEvery: 5, OverrideGroups: 9, CopyGroups: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"replay", "--format", "json", filepath.Join(dir, "AWSLogs")}, nil, &out, &errb); code != exitOK {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var got, want []ruletest.Expectation
+	for _, a := range parseAlerts(t, out.Bytes()) {
+		got = append(got, ruletest.Expectation{Event: a.Event.ID, Rule: a.Rule, Count: a.Count})
+	}
+	for _, f := range m.Findings {
+		want = append(want, ruletest.Expectation{Event: f.EventID, Rule: f.Rule, Count: f.Count})
+	}
+	if missing, extra := ruletest.Diff(want, got); len(missing)+len(extra) > 0 {
+		t.Errorf("%d findings expected, %d raised:\n%s", len(want), len(got), ruletest.FormatDiff(missing, extra))
+	}
+	if m.ByRule["object-encryption-override"] != 9 || m.ByRule["directory-kms-copy-cost"] != 6 {
+		t.Errorf("corpus groups: %v", m.ByRule)
+	}
+}

@@ -51,7 +51,7 @@ func TestFixtureCases(t *testing.T) {
 			got := parseAlerts(t, stdout.Bytes())
 			var found []ruletest.Expectation
 			for _, a := range got {
-				found = append(found, ruletest.Expectation{Event: a.Event.ID, Rule: a.Rule, Severity: a.Severity})
+				found = append(found, ruletest.Expectation{Event: a.Event.ID, Rule: a.Rule, Severity: a.Severity, Count: a.Count})
 				seen[a.Rule] = true
 				if a.Event.Name == "PutBucketEncryption" && a.Encryption == nil && a.Rule != rules.EncryptionConfigUnreadable {
 					t.Errorf("%s on a Put carries no encryption block", a.Rule)

@@ -72,7 +72,8 @@ func replayCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
-	engine, err := newEngine(cfg, rules.NewMemory())
+	state := rules.NewMemory()
+	engine, err := newEngine(cfg, state)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return exitUsage
@@ -101,7 +102,7 @@ func replayCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	} else {
 		w = alert.NewTextWriter(stdout)
 	}
-	r := &replayer{engine: engine, out: w, stderr: stderr, quiet: o.quiet, failOn: failOn, bySev: map[rules.Severity]int{}}
+	r := &replayer{engine: engine, state: state, out: w, stderr: stderr, quiet: o.quiet, failOn: failOn, bySev: map[rules.Severity]int{}}
 	return r.run(ctx, inputs, o.workers, cfg.Limits.MaxRecordBytes)
 }
 
@@ -110,6 +111,7 @@ var stdinOverride io.Reader
 
 type replayer struct {
 	engine   *rules.Engine
+	state    rules.State
 	out      *alert.Writer
 	stderr   io.Writer
 	quiet    bool
@@ -135,6 +137,7 @@ func (r *replayer) run(ctx context.Context, inputs []ingest.Input, workers, maxR
 	opts := ingest.ReadOptions{
 		Workers:        workers,
 		MaxRecordBytes: maxRecord,
+		DataEvents:     r.engine.DataRulesOn(),
 		OnError: func(pos ingest.Position, err error) {
 			r.errLines++
 			if !r.quiet && r.errLines <= maxErrorLines {
@@ -153,6 +156,13 @@ func (r *replayer) run(ctx context.Context, inputs []ingest.Input, workers, maxR
 		defer ingest.SetStdin(nil)
 	}
 	st, err := ingest.ReadAll(ctx, inputs, opts, r.judge)
+	if err == nil {
+		// The windows of grouped rules still open at the end of the data.
+		var fs []rules.Finding
+		if fs, err = r.engine.Flush(r.state); err == nil {
+			err = r.write(fs, time.Now())
+		}
+	}
 	stopProgress()
 	if ferr := r.out.Flush(); ferr != nil && err == nil {
 		err = ferr
@@ -179,15 +189,22 @@ func (r *replayer) judge(evs []*ingest.Event) error {
 		if err != nil {
 			return err
 		}
-		for _, f := range fs {
-			r.findings++
-			r.bySev[f.Severity]++
-			if r.failOn != 0 && f.Severity >= r.failOn {
-				r.failed = true
-			}
-			if err := r.out.Write(alert.New(f, now)); err != nil {
-				return fmt.Errorf("writing alerts: %w", err)
-			}
+		if err := r.write(fs, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *replayer) write(fs []rules.Finding, now time.Time) error {
+	for _, f := range fs {
+		r.findings++
+		r.bySev[f.Severity]++
+		if r.failOn != 0 && f.Severity >= r.failOn {
+			r.failed = true
+		}
+		if err := r.out.Write(alert.New(f, now)); err != nil {
+			return fmt.Errorf("writing alerts: %w", err)
 		}
 	}
 	return nil

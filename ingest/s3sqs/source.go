@@ -46,6 +46,7 @@ type Options struct {
 	// metric) and left to the queue's dead-letter policy (default 5).
 	MaxReceives    int
 	MaxRecordBytes int
+	DataEvents     bool
 	Logger         zerolog.Logger
 	Metrics        *Metrics
 	// OnError receives unreadable records (for metrics).
@@ -196,7 +197,7 @@ func (s *Source) object(ctx context.Context, o Object, handle ingest.Handler) er
 		}
 		return nil
 	}
-	dec := ingest.Decoder{Source: source, MaxRecordBytes: s.o.MaxRecordBytes, OnError: s.o.OnError,
+	dec := ingest.Decoder{Source: source, MaxRecordBytes: s.o.MaxRecordBytes, DataEvents: s.o.DataEvents, OnError: s.o.OnError,
 		OnEvent: func(ev *ingest.Event) error {
 			batch = append(batch, ev)
 			if len(batch) >= 512 {

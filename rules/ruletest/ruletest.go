@@ -78,9 +78,18 @@ type Expectation struct {
 	Event    string `yaml:"event"`
 	Rule     string `yaml:"rule"`
 	Severity string `yaml:"severity"`
+	// Count is the number of events a grouped finding stands for; 0 in an
+	// expectation means it is not checked.
+	Count int `yaml:"count,omitempty"`
 }
 
-func (e Expectation) String() string { return e.Event + " " + e.Rule + " " + e.Severity }
+func (e Expectation) String() string {
+	s := e.Event + " " + e.Rule + " " + e.Severity
+	if e.Count > 0 {
+		s += " x" + fmt.Sprint(e.Count)
+	}
+	return s
+}
 
 // Load reads a case file.
 func Load(path string) (*Case, error) {
@@ -147,6 +156,19 @@ func (c *Case) ResolvePolicy() (rules.Policy, error) {
 // Diff compares the findings a run raised with the expected ones; it
 // returns what was missing and what was unexpected, sorted.
 func Diff(expected, got []Expectation) (missing, unexpected []string) {
+	// Counts are compared only where an expectation gives one.
+	checked := map[string]bool{}
+	for _, e := range expected {
+		if e.Count > 0 {
+			checked[e.Event+" "+e.Rule] = true
+		}
+	}
+	got = append([]Expectation(nil), got...)
+	for i := range got {
+		if !checked[got[i].Event+" "+got[i].Rule] {
+			got[i].Count = 0
+		}
+	}
 	count := map[string]int{}
 	for _, e := range expected {
 		count[e.String()]++

@@ -44,7 +44,8 @@ func Run(c *Case) Result {
 		}
 		compiled = append(compiled, cc)
 	}
-	engine, err := rules.New(p, nil, compiled...)
+	state := rules.NewMemory()
+	engine, err := rules.New(p, state, compiled...)
 	if err != nil {
 		res.Err = fmt.Errorf("%s: %w", c.Path, err)
 		return res
@@ -61,7 +62,7 @@ func Run(c *Case) Result {
 				return err
 			}
 			for _, f := range fs {
-				res.Found = append(res.Found, Expectation{Event: ev.ID, Rule: f.Rule, Severity: f.Severity.String()})
+				res.Found = append(res.Found, Expectation{Event: f.Event.ID, Rule: f.Rule, Severity: f.Severity.String(), Count: f.Count})
 			}
 		}
 		return nil
@@ -73,7 +74,7 @@ func Run(c *Case) Result {
 			return res
 		}
 		var bad error
-		_, err = ingest.ReadAll(context.Background(), inputs, ingest.ReadOptions{OnError: func(p ingest.Position, err error) {
+		_, err = ingest.ReadAll(context.Background(), inputs, ingest.ReadOptions{DataEvents: engine.DataRulesOn(), OnError: func(p ingest.Position, err error) {
 			if bad == nil {
 				bad = fmt.Errorf("%s: %w", p, err)
 			}
@@ -92,6 +93,9 @@ func Run(c *Case) Result {
 			continue
 		}
 		ev, err := ingest.DecodeRecord(e.Inline)
+		if err == nil && !ev.IsEncryptionEvent() && !(engine.DataRulesOn() && ev.IsDataEvent()) {
+			continue
+		}
 		if err != nil {
 			res.Err = fmt.Errorf("%s:%d: inline record: %w", c.Path, e.Line, err)
 			return res
@@ -102,6 +106,14 @@ func Run(c *Case) Result {
 	if err := judge(inline); err != nil {
 		res.Err = err
 		return res
+	}
+	fs, err := engine.Flush(state)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	for _, f := range fs {
+		res.Found = append(res.Found, Expectation{Event: f.Event.ID, Rule: f.Rule, Severity: f.Severity.String(), Count: f.Count})
 	}
 	res.Missing, res.Unexpected = Diff(c.Expect, res.Found)
 	return res
