@@ -6,9 +6,6 @@ import (
 	"fmt"
 )
 
-// maxNesting bounds how deep the scanner follows nested JSON.
-const maxNesting = 512
-
 // generic reads every envelope other than the compact log file: a
 // pretty-printed {"Records":[...]}, a JSON array of records, JSON lines,
 // concatenated objects, a single record, LookupEvents output and
@@ -240,7 +237,7 @@ func (d *Decoder) value(pos *int64) error {
 	w := &d.w
 	start := *pos
 	p := d.here(start)
-	sc := valueScanner{maxDepth: maxNesting}
+	sc := valueScanner{maxDepth: d.Limits.MaxNesting}
 	from := start
 	for {
 		if e := sc.scan(w.slice(from, w.end())); e >= 0 {
@@ -249,7 +246,12 @@ func (d *Decoder) value(pos *int64) error {
 			d.items++
 			if sc.tooDeep {
 				d.stats.Records++
-				d.report(p, fmt.Errorf("%w: deeper than %d levels, skipped", ErrTooDeep, maxNesting))
+				d.report(p, fmt.Errorf("%w: deeper than %d levels, skipped", ErrTooDeep, d.Limits.MaxNesting))
+				return nil
+			}
+			if end-start > int64(d.maxRecord()) {
+				d.stats.Records++
+				d.report(p, fmt.Errorf("%w: %d bytes, larger than %d, skipped", ErrTooLarge, end-start, d.maxRecord()))
 				return nil
 			}
 			return d.item(w.slice(start, end), p, 0)

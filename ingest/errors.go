@@ -25,6 +25,12 @@ func ErrorReason(err error) string {
 	switch {
 	case errors.As(err, &se):
 		return "syntax"
+	case errors.Is(err, ErrInputTooLarge):
+		return "input_too_large"
+	case errors.Is(err, ErrTooManyRules):
+		return "too_many_rules"
+	case errors.Is(err, ErrInvalidUTF8):
+		return "invalid_utf8"
 	case errors.Is(err, ErrTooLarge):
 		return "too_large"
 	case errors.Is(err, ErrTooDeep):

@@ -159,6 +159,8 @@ type Encryption struct {
 	// Present reports whether the request carried a configuration at all.
 	Present bool
 	Rules   []EncryptionRule
+	// Dropped counts rules past the limit, not judged.
+	Dropped int
 }
 
 // Readable reports whether at least one rule names an algorithm.

@@ -27,6 +27,7 @@ type FileSource struct {
 	Settle         time.Duration
 	MaxRecordBytes int
 	DataEvents     bool
+	Limits         Limits
 	Checkpoints    Checkpoints
 	Logger         zerolog.Logger
 	// OnError receives unreadable records and files (for metrics).
@@ -126,7 +127,7 @@ func (s *FileSource) file(ctx context.Context, in Input, handle Handler) error {
 	var batch []*Event
 	var handleErr error
 	dec := Decoder{
-		Source: in.Path, MaxRecordBytes: s.MaxRecordBytes, DataEvents: s.DataEvents, OnError: s.report,
+		Source: in.Path, MaxRecordBytes: s.MaxRecordBytes, DataEvents: s.DataEvents, Limits: s.Limits, OnError: s.report,
 		OnEvent: func(ev *Event) error {
 			batch = append(batch, ev)
 			if len(batch) < 512 {

@@ -21,6 +21,8 @@ type ReadOptions struct {
 	MaxRecordBytes int
 	// DataEvents also reads the data events the data-event rules judge.
 	DataEvents bool
+	// Limits bound hostile input.
+	Limits Limits
 	// OnError receives every unreadable record or input. Calls are
 	// serialised.
 	OnError func(pos Position, err error)
@@ -85,7 +87,7 @@ func ReadAll(ctx context.Context, inputs []Input, opts ReadOptions, fn func([]*E
 	for range workers {
 		g.Go(func() error {
 			for j := range work {
-				readOne(ctx, j, opts.MaxRecordBytes, opts.DataEvents, onError)
+				readOne(ctx, j, opts, onError)
 			}
 			return nil
 		})
@@ -117,7 +119,7 @@ func ReadAll(ctx context.Context, inputs []Input, opts ReadOptions, fn func([]*E
 }
 
 // readOne decodes one input into batches on j.out and closes it.
-func readOne(ctx context.Context, j *job, maxRecord int, dataEvents bool, onError func(Position, error)) {
+func readOne(ctx context.Context, j *job, opts ReadOptions, onError func(Position, error)) {
 	defer close(j.out)
 	send := func(r result) bool {
 		select {
@@ -137,8 +139,9 @@ func readOne(ctx context.Context, j *job, maxRecord int, dataEvents bool, onErro
 	var batch []*Event
 	dec := Decoder{
 		Source:         j.in.Path,
-		MaxRecordBytes: maxRecord,
-		DataEvents:     dataEvents,
+		MaxRecordBytes: opts.MaxRecordBytes,
+		Limits:         opts.Limits,
+		DataEvents:     opts.DataEvents,
 		OnError:        onError,
 		OnEvent: func(ev *Event) error {
 			batch = append(batch, ev)

@@ -82,7 +82,10 @@ var ErrNotRecord = errors.New("not a CloudTrail record (no eventSource or eventN
 
 // DecodeRecord decodes one CloudTrail record and normalises it. It does not
 // judge whether the record is an encryption event; see Event.IsEncryptionEvent.
-func DecodeRecord(raw []byte) (*Event, error) {
+func DecodeRecord(raw []byte) (*Event, error) { return decodeRecord(raw, DefaultMaxRules) }
+
+// decodeRecord is DecodeRecord judging at most maxRules encryption rules.
+func decodeRecord(raw []byte, maxRules int) (*Event, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
 		return nil, ErrNotObject
@@ -125,7 +128,7 @@ func DecodeRecord(raw []byte) (*Event, error) {
 			ev.Actor.IssuerARN = string(sc.SessionIssuer.ARN)
 		}
 	}
-	params := parseParams(r.RequestParameters)
+	params := parseParams(r.RequestParameters, maxRules)
 	ev.Encryption = params.encryption
 	if ev.IsDataEvent() {
 		ev.Object = objectRequest(params, r.ResponseElements, r.AdditionalData)
@@ -151,7 +154,7 @@ type params struct {
 // parseParams reads requestParameters. Keys are matched case-insensitively
 // because older records write "host" as an array where newer ones write
 // "Host" as a string.
-func parseParams(raw json.RawMessage) params {
+func parseParams(raw json.RawMessage, maxRules int) params {
 	var p params
 	if len(raw) == 0 || raw[0] != '{' {
 		return p
@@ -167,7 +170,7 @@ func parseParams(raw json.RawMessage) params {
 		case "host":
 			p.host = scalar(v)
 		case "serversideencryptionconfiguration":
-			p.encryption = parseSSEConfig(v)
+			p.encryption = parseSSEConfig(v, maxRules)
 		case "key":
 			p.object.Key = scalar(v)
 		case "x-amz-server-side-encryption":
@@ -216,7 +219,7 @@ type rawSSERule struct {
 // parseSSEConfig reads ServerSideEncryptionConfiguration. Rule is an object
 // for one rule and an array for several; anything unreadable leaves a rule
 // without an algorithm, which the rules engine reports.
-func parseSSEConfig(v json.RawMessage) Encryption {
+func parseSSEConfig(v json.RawMessage, maxRules int) Encryption {
 	enc := Encryption{Present: true}
 	var cfg struct {
 		Rule json.RawMessage `json:"Rule"`
@@ -232,6 +235,10 @@ func parseSSEConfig(v json.RawMessage) Encryption {
 		_ = json.Unmarshal(rule, &rules)
 	case rule[0] == '{':
 		rules = []json.RawMessage{rule}
+	}
+	if len(rules) > maxRules {
+		enc.Dropped = len(rules) - maxRules
+		rules = rules[:maxRules]
 	}
 	for _, rr := range rules {
 		var r rawSSERule

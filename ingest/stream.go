@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"unicode/utf8"
 )
 
 // DefaultMaxRecordBytes bounds one record. CloudTrail records are at most a
@@ -39,8 +40,10 @@ func (s *Stats) Add(o Stats) {
 type Decoder struct {
 	// Source names the stream in positions and errors (file path, S3 key).
 	Source string
-	// MaxRecordBytes bounds one record; 0 means DefaultMaxRecordBytes.
+	// MaxRecordBytes bounds one record; 0 means Limits.MaxRecordBytes.
 	MaxRecordBytes int
+	// Limits bound hostile input (zero fields: defaults).
+	Limits Limits
 	// OnEvent receives each encryption event, in stream order. An error
 	// stops the decode and is returned.
 	OnEvent func(*Event) error
@@ -65,10 +68,12 @@ type Decoder struct {
 // error); bad records are reported through OnError and counted.
 func (d *Decoder) Decode(r io.Reader) (Stats, error) {
 	d.stats = Stats{}
-	max := d.MaxRecordBytes
-	if max <= 0 {
-		max = DefaultMaxRecordBytes
+	if d.MaxRecordBytes > 0 && d.Limits.MaxRecordBytes <= 0 {
+		d.Limits.MaxRecordBytes = d.MaxRecordBytes
 	}
+	d.Limits = d.Limits.withDefaults()
+	max := d.Limits.MaxRecordBytes
+	r = &capped{r: r, left: d.Limits.MaxInputBytes, max: d.Limits.MaxInputBytes}
 	bp := chunkPool.Get().(*[]byte)
 	d.w = window{r: r, buf: *bp, max: max + chunkSize}
 	d.lineOff, d.line, d.items = 0, 1, 0
@@ -251,19 +256,17 @@ func (d *Decoder) compact() error {
 			search = hit + 1
 			continue
 		}
-		if err := d.record(w.slice(start, endAbs), Position{Source: d.Source, Index: index, Offset: start}); err != nil {
+		if endAbs-start > int64(d.maxRecord()) {
+			d.report(Position{Source: d.Source, Index: index, Offset: start},
+				fmt.Errorf("%w: %d bytes, larger than %d, skipped", ErrTooLarge, endAbs-start, d.maxRecord()))
+		} else if err := d.record(w.slice(start, endAbs), Position{Source: d.Source, Index: index, Offset: start}); err != nil {
 			return err
 		}
 		search = endAbs
 	}
 }
 
-func (d *Decoder) maxRecord() int {
-	if d.MaxRecordBytes > 0 {
-		return d.MaxRecordBytes
-	}
-	return DefaultMaxRecordBytes
-}
+func (d *Decoder) maxRecord() int { return d.Limits.MaxRecordBytes }
 
 // countMarkers counts the records that start in [*from, to).
 func (d *Decoder) countMarkers(from *int64, to int64) {
@@ -285,10 +288,17 @@ func (d *Decoder) countMarkers(from *int64, to int64) {
 // record handles one raw record of the compact path.
 func (d *Decoder) record(raw []byte, pos Position) error {
 	d.stats.Candidates++
-	ev, err := DecodeRecord(raw)
+	if !utf8.Valid(raw) {
+		// Judged all the same (invalid bytes read as U+FFFD), but reported.
+		d.report(pos, ErrInvalidUTF8)
+	}
+	ev, err := decodeRecord(raw, d.Limits.MaxRules)
 	if err != nil {
 		d.report(pos, err)
 		return nil
+	}
+	if ev.Encryption.Dropped > 0 {
+		d.report(pos, fmt.Errorf("%w: %d judged, %d more not", ErrTooManyRules, len(ev.Encryption.Rules), ev.Encryption.Dropped))
 	}
 	return d.emit(ev, pos)
 }

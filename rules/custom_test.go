@@ -61,3 +61,31 @@ func TestCustomRulesInEngine(t *testing.T) {
 		t.Errorf("cost failures %v, want [heavy]", failed)
 	}
 }
+
+// FuzzCompile compiles arbitrary expressions: compiling must not panic or
+// hang, an error must name the rule, and a rule that compiles must run on
+// an event within its cost limit or fail cleanly.
+func FuzzCompile(f *testing.F) {
+	for _, w := range []string{
+		`bucket.type == "directory" && event.actor.type == "Root"`,
+		`encryption.rules.exists(r, r.algorithm == "AES256")`,
+		`glob(bucket.name, "prod-*") && kmsKeyAccount(event.actor.arn) != ""`,
+		`event.time.getHours("UTC") > 22`,
+		`[1,2,3].all(x, x > 0)`,
+		`isAlias(encryption.rules[0].kmsKeyId)`,
+	} {
+		f.Add(w)
+	}
+	ev := &ingest.Event{ID: "1", Name: ingest.PutBucketEncryption, Source: ingest.SourceS3, Bucket: ingest.Bucket{Name: "prod-1", Type: "directory"},
+		Encryption: ingest.Encryption{Rules: []ingest.EncryptionRule{{Algorithm: "aws:kms", KMSKeyID: "alias/x"}}}}
+	f.Fuzz(func(t *testing.T, when string) {
+		c, err := Compile(CustomRule{ID: "fuzz", When: when}, 10000)
+		if err != nil {
+			if !strings.Contains(err.Error(), "rule fuzz") {
+				t.Fatalf("error does not name the rule: %v", err)
+			}
+			return
+		}
+		c.Match(ev)
+	})
+}

@@ -4,6 +4,7 @@
 package config
 
 import (
+	"github.com/encwatch/encwatch/ingest"
 	"github.com/encwatch/encwatch/rules"
 )
 
@@ -49,6 +50,13 @@ type Log struct {
 // Limits bounds input.
 type Limits struct {
 	MaxRecordBytes int `yaml:"maxRecordBytes"`
+	// MaxDecompressedBytes bounds one file, S3 object or message once
+	// decompressed (gzip bombs).
+	MaxDecompressedBytes int64 `yaml:"maxDecompressedBytes"`
+	// MaxNesting bounds how deep a record nests.
+	MaxNesting int `yaml:"maxNesting"`
+	// MaxRulesPerRequest bounds the encryption rules judged in one request.
+	MaxRulesPerRequest int `yaml:"maxRulesPerRequest"`
 	// CustomRuleCost bounds one custom rule on one event, in CEL cost units.
 	CustomRuleCost uint64 `yaml:"customRuleCost"`
 }
@@ -172,4 +180,10 @@ func Default() Config {
 		Log:    Log{Level: "info"},
 		Policy: rules.DefaultPolicy(),
 	}
+}
+
+// IngestLimits returns the input bounds for the decoders.
+func (c Config) IngestLimits() ingest.Limits {
+	return ingest.Limits{MaxRecordBytes: c.Limits.MaxRecordBytes, MaxInputBytes: c.Limits.MaxDecompressedBytes,
+		MaxNesting: c.Limits.MaxNesting, MaxRules: c.Limits.MaxRulesPerRequest}
 }

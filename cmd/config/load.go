@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/encwatch/encwatch/ingest"
 	"github.com/encwatch/encwatch/rules"
 	"go.yaml.in/yaml/v3"
 )
@@ -343,6 +344,18 @@ func applySectionDefaults(c *Config) {
 	if c.Limits.CustomRuleCost == 0 {
 		c.Limits.CustomRuleCost = rules.DefaultCostLimit
 	}
+	if c.Limits.MaxRecordBytes == 0 {
+		c.Limits.MaxRecordBytes = ingest.DefaultMaxRecordBytes
+	}
+	if c.Limits.MaxDecompressedBytes == 0 {
+		c.Limits.MaxDecompressedBytes = ingest.DefaultMaxInputBytes
+	}
+	if c.Limits.MaxNesting == 0 {
+		c.Limits.MaxNesting = ingest.DefaultMaxNesting
+	}
+	if c.Limits.MaxRulesPerRequest == 0 {
+		c.Limits.MaxRulesPerRequest = ingest.DefaultMaxRules
+	}
 	if k := c.Sources.Kafka; k != nil && k.Group == "" {
 		k.Group = "encwatch"
 	}
@@ -371,6 +384,18 @@ func validate(c *Config) []rules.FieldError {
 	}
 	if c.State.Dir == "" {
 		add("state.dir", "must not be empty")
+	}
+	if c.Limits.MaxRecordBytes < 64<<10 {
+		add("limits.maxRecordBytes", "must be at least 65536 (CloudTrail records reach hundreds of KB)")
+	}
+	if c.Limits.MaxDecompressedBytes < 1<<20 {
+		add("limits.maxDecompressedBytes", "must be at least 1 MiB")
+	}
+	if c.Limits.MaxNesting < 16 {
+		add("limits.maxNesting", "must be at least 16")
+	}
+	if c.Limits.MaxRulesPerRequest < 1 {
+		add("limits.maxRulesPerRequest", "must be at least 1")
 	}
 	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 		add("http.listen", "want host:port, got %q", c.HTTP.Listen)

@@ -229,7 +229,7 @@ func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerol
 		pm.init("lookup")
 	}
 	if f := cfg.Sources.Files; f != nil {
-		fs := &ingest.FileSource{Paths: f.Paths, Watch: f.Watch, PollInterval: f.Interval.D(), MaxRecordBytes: cfg.Limits.MaxRecordBytes, DataEvents: dataEvents, Checkpoints: cps,
+		fs := &ingest.FileSource{Paths: f.Paths, Watch: f.Watch, PollInterval: f.Interval.D(), Limits: cfg.IngestLimits(), DataEvents: dataEvents, Checkpoints: cps,
 			Logger: log.With().Str("component", "files").Logger(),
 			OnError: func(_ ingest.Position, err error) {
 				pm.decodeErrors.WithLabelValues("files", ingest.ErrorReason(err)).Inc()
@@ -250,7 +250,7 @@ func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerol
 			return nil, err
 		}
 		src, err := s3sqs.New(s3sqs.Options{QueueURL: q.QueueURL, SQS: sq, S3: s3c, Workers: q.Workers, MaxReceives: q.MaxReceives,
-			Visibility: q.Visibility.D(), WaitTime: q.WaitTime.D(), MaxRecordBytes: cfg.Limits.MaxRecordBytes, DataEvents: dataEvents,
+			Visibility: q.Visibility.D(), WaitTime: q.WaitTime.D(), Limits: cfg.IngestLimits(), DataEvents: dataEvents,
 			Logger: log.With().Str("component", "sqs").Logger(), Metrics: s3sqs.NewMetrics(reg), OnError: onErr("sqs")})
 		if err != nil {
 			return nil, err
@@ -268,7 +268,7 @@ func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerol
 			return nil, fmt.Errorf("sources.kafka.sasl: %w", err)
 		}
 		src, err := kafkasrc.New(kafkasrc.Options{Brokers: k.Brokers, Topic: k.Topic, Group: k.Group, TLS: tlsCfg, SASL: mech,
-			MaxRecordBytes: cfg.Limits.MaxRecordBytes, DataEvents: dataEvents, Logger: log.With().Str("component", "kafka-source").Logger(),
+			Limits: cfg.IngestLimits(), DataEvents: dataEvents, Logger: log.With().Str("component", "kafka-source").Logger(),
 			Metrics: kafkasrc.NewMetrics(reg), OnError: onErr("kafka")})
 		if err != nil {
 			return nil, err

@@ -41,10 +41,11 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:9108", "address for /metrics, /healthz, /readyz and /buckets")
 	every := fs.Duration("every", 3*time.Second, "how often new encryption changes happen")
 	logLevel := fs.String("log-level", "warn", "daemon log level (logs go to stderr)")
+	stateDir := fs.String("state", "", "keep the daemon's state in this folder (default: a temporary one, removed at exit)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	d, err := newDemo(ctx, *every)
+	d, err := newDemo(ctx, *every, *stateDir)
 	if err != nil {
 		fmt.Fprintf(stderr, "encwatch demo: %v\n", err)
 		return 1
@@ -106,19 +107,20 @@ func (t *textSink) Send(_ context.Context, d alert.Delivery) error {
 
 // demo is the emulated world around the daemon.
 type demo struct {
-	emu      *awsemu.CloudTrail
-	emuSrv   *httptest.Server
-	emuURL   string
-	kafka    *kfake.Cluster
-	hook     *httptest.Server
-	state    string
-	verified atomic.Int64
-	env      map[string]*string
-	cancel   context.CancelFunc
-	records  [][]byte
+	emu       *awsemu.CloudTrail
+	emuSrv    *httptest.Server
+	emuURL    string
+	kafka     *kfake.Cluster
+	hook      *httptest.Server
+	state     string
+	keepState bool
+	verified  atomic.Int64
+	env       map[string]*string
+	cancel    context.CancelFunc
+	records   [][]byte
 }
 
-func newDemo(ctx context.Context, every time.Duration) (*demo, error) {
+func newDemo(ctx context.Context, every time.Duration, stateDir string) (*demo, error) {
 	d := &demo{emu: awsemu.NewCloudTrail(), env: map[string]*string{}}
 	d.emu.DefaultAccount = demoAccount
 	d.emuSrv = httptest.NewServer(d.emu)
@@ -139,7 +141,9 @@ func newDemo(ctx context.Context, every time.Duration) (*demo, error) {
 		}
 		d.verified.Add(1)
 	}))
-	if d.state, err = os.MkdirTemp("", "encwatch-demo-"); err != nil {
+	if stateDir != "" {
+		d.state, d.keepState = stateDir, true
+	} else if d.state, err = os.MkdirTemp("", "encwatch-demo-"); err != nil {
 		return nil, err
 	}
 	// The daemon reaches the emulator through the SDK's standard variables.
@@ -238,7 +242,9 @@ func (d *demo) close() {
 	d.hook.Close()
 	d.kafka.Close()
 	d.emuSrv.Close()
-	os.RemoveAll(d.state)
+	if !d.keepState {
+		os.RemoveAll(d.state)
+	}
 	for k, v := range d.env {
 		if v == nil {
 			os.Unsetenv(k)

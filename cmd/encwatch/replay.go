@@ -103,7 +103,7 @@ func replayCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		w = alert.NewTextWriter(stdout)
 	}
 	r := &replayer{engine: engine, state: state, out: w, stderr: stderr, quiet: o.quiet, failOn: failOn, bySev: map[rules.Severity]int{}}
-	return r.run(ctx, inputs, o.workers, cfg.Limits.MaxRecordBytes)
+	return r.run(ctx, inputs, o.workers, cfg.IngestLimits())
 }
 
 // stdinOverride lets in-process tests feed "-".
@@ -127,7 +127,7 @@ type progress struct {
 	files, bytes, records, events atomic.Int64
 }
 
-func (r *replayer) run(ctx context.Context, inputs []ingest.Input, workers, maxRecord int) int {
+func (r *replayer) run(ctx context.Context, inputs []ingest.Input, workers int, limits ingest.Limits) int {
 	start := time.Now()
 	var total int64
 	for _, in := range inputs {
@@ -135,9 +135,9 @@ func (r *replayer) run(ctx context.Context, inputs []ingest.Input, workers, maxR
 	}
 	stopProgress := r.startProgress(len(inputs), total)
 	opts := ingest.ReadOptions{
-		Workers:        workers,
-		MaxRecordBytes: maxRecord,
-		DataEvents:     r.engine.DataRulesOn(),
+		Workers:    workers,
+		Limits:     limits,
+		DataEvents: r.engine.DataRulesOn(),
 		OnError: func(pos ingest.Position, err error) {
 			r.errLines++
 			if !r.quiet && r.errLines <= maxErrorLines {

@@ -47,6 +47,7 @@ type Options struct {
 	MaxReceives    int
 	MaxRecordBytes int
 	DataEvents     bool
+	Limits         ingest.Limits
 	Logger         zerolog.Logger
 	Metrics        *Metrics
 	// OnError receives unreadable records (for metrics).
@@ -197,7 +198,7 @@ func (s *Source) object(ctx context.Context, o Object, handle ingest.Handler) er
 		}
 		return nil
 	}
-	dec := ingest.Decoder{Source: source, MaxRecordBytes: s.o.MaxRecordBytes, DataEvents: s.o.DataEvents, OnError: s.o.OnError,
+	dec := ingest.Decoder{Source: source, MaxRecordBytes: s.o.MaxRecordBytes, DataEvents: s.o.DataEvents, Limits: s.o.Limits, OnError: s.o.OnError,
 		OnEvent: func(ev *ingest.Event) error {
 			batch = append(batch, ev)
 			if len(batch) >= 512 {
