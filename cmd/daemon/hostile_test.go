@@ -86,7 +86,9 @@ sinks: {stdout: {}}
 	addr := make(chan string, 1)
 	done := make(chan error, 1)
 	start := time.Now()
-	go func() { done <- Run(ctx, Options{Config: cfg, Stdout: &out, Stderr: &logs, OnReady: func(a string) { addr <- a }}) }()
+	go func() {
+		done <- Run(ctx, Options{Config: cfg, Stdout: &out, Stderr: &logs, OnReady: func(a string) { addr <- a }})
+	}()
 	a := <-addr
 	var metrics string
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {

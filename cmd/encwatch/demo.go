@@ -232,6 +232,7 @@ func (d *demo) generate(ctx context.Context, every time.Duration) {
 			rec := d.records[rand.IntN(len(d.records))]
 			d.add(rec, now.Add(-time.Duration(rand.IntN(600))*time.Second), now.Add(time.Duration(rand.IntN(8))*time.Second))
 		}
+		d.emu.Prune(now.Add(-time.Hour)) // past the daemon's overlap window
 	}
 }
 
