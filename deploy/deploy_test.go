@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -172,10 +173,16 @@ customRules: [{id: any-delete, severity: info, summary: delete, when: 'event.nam
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var daemonLog lockedBuffer
+	defer func() {
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", daemonLog.String())
+		}
+	}()
 	addrc := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- daemon.Run(ctx, daemon.Options{Config: cfg, Stdout: io.Discard, Stderr: io.Discard, Version: "test", OnReady: func(a string) { addrc <- a }})
+		done <- daemon.Run(ctx, daemon.Options{Config: cfg, Stdout: io.Discard, Stderr: &daemonLog, Version: "test", OnReady: func(a string) { addrc <- a }})
 	}()
 	addr := <-addrc
 	defer func() { cancel(); <-done }()
@@ -446,4 +453,21 @@ func TestDockerfile(t *testing.T) {
 	if strings.Count(d, "FROM ") < 2 {
 		t.Error("the Dockerfile is not multi-stage")
 	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

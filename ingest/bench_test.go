@@ -3,11 +3,14 @@ package ingest_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"go.uber.org/goleak"
 
 	"github.com/encwatch/encwatch/fixtures/corpus"
 	"github.com/encwatch/encwatch/ingest"
@@ -58,7 +61,14 @@ func loadCorpus(b *testing.B) {
 }
 
 func TestMain(m *testing.M) {
+	// No goroutine may outlive the tests (ReadAll's workers in particular).
 	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
 	if benchCorpus.dir != "" {
 		os.RemoveAll(benchCorpus.dir)
 	}

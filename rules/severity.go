@@ -57,6 +57,16 @@ func (s Severity) MarshalYAML() (any, error) { return s.String(), nil }
 // MarshalText writes the severity name.
 func (s Severity) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText reads a severity name, so that stored state reads back.
+func (s *Severity) UnmarshalText(b []byte) error {
+	v, err := ParseSeverity(string(b))
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}
+
 // Duration is a time.Duration written as "30s", "20m" or "24h" in YAML.
 type Duration time.Duration
 

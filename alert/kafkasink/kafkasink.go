@@ -30,8 +30,9 @@ type Options struct {
 
 // Sink is the Kafka sink.
 type Sink struct {
-	o Options
-	w *kafka.Writer
+	o  Options
+	w  *kafka.Writer
+	tr *kafka.Transport
 }
 
 // New checks that the topic exists and returns the sink. A missing topic
@@ -44,6 +45,7 @@ func New(ctx context.Context, o Options) (*Sink, error) {
 	if err := s.Check(ctx); err != nil {
 		return nil, err
 	}
+	s.tr = &kafka.Transport{TLS: o.TLS, SASL: o.SASL, DialTimeout: 5 * time.Second, ClientID: "encwatch"}
 	s.w = &kafka.Writer{
 		Addr:         kafka.TCP(o.Brokers...),
 		Topic:        o.Topic,
@@ -55,7 +57,7 @@ func New(ctx context.Context, o Options) (*Sink, error) {
 		ReadTimeout:  o.WriteTimeout,
 		MaxAttempts:  1, // the outbox retries, with backoff and metrics
 		Compression:  kafka.Snappy,
-		Transport:    &kafka.Transport{TLS: o.TLS, SASL: o.SASL, DialTimeout: 5 * time.Second, ClientID: "encwatch"},
+		Transport:    s.tr,
 	}
 	return s, nil
 }
@@ -129,5 +131,9 @@ func permanent(err error) bool {
 	return false
 }
 
-// Close flushes and closes the writer.
-func (s *Sink) Close() error { return s.w.Close() }
+// Close flushes and closes the writer and its connections.
+func (s *Sink) Close() error {
+	err := s.w.Close()
+	s.tr.CloseIdleConnections()
+	return err
+}

@@ -176,8 +176,9 @@ func TestBrokerOutage(t *testing.T) {
 	defer db.Close()
 	ob, _ := outbox.New(outbox.Options{DB: db, Queues: []outbox.Queue{{Sink: s}}, MinBackoff: 50 * time.Millisecond, MaxBackoff: 300 * time.Millisecond, Logger: zerolog.Nop()})
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go ob.Run(ctx, time.Second)
+	runDone := make(chan struct{})
+	go func() { ob.Run(ctx, time.Second); close(runDone) }()
+	defer func() { cancel(); <-runDone }()
 	c1.Close() // the broker goes away
 	for _, id := range []string{"o1", "o2", "o3", "o4"} {
 		db.Update(func(tx *bolt.Tx) error {

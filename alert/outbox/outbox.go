@@ -251,9 +251,15 @@ func (ob *Outbox) deliver(ctx context.Context, name string, drain time.Duration)
 	go func() {
 		select {
 		case <-ctx.Done():
-			time.Sleep(drain)
-			cancel()
 		case <-work.Done():
+			return
+		}
+		t := time.NewTimer(drain)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-work.Done(): // the worker finished first
 		}
 	}()
 	backoff := ob.o.MinBackoff

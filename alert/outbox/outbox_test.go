@@ -116,8 +116,9 @@ func TestRetriesInOrderAndDeadLetters(t *testing.T) {
 	}
 	ob2, _ := New(Options{DB: db, Queues: []Queue{{Sink: sink}}, Logger: zerolog.Nop()})
 	ctx2, cancel2 := context.WithCancel(context.Background())
-	defer cancel2()
-	go ob2.Run(ctx2, time.Second)
+	done2 := make(chan struct{})
+	go func() { ob2.Run(ctx2, time.Second); close(done2) }()
+	defer func() { cancel2(); <-done2 }()
 	waitFor(t, "the requeued alert", func() bool { return len(sink.delivered()) == 4 })
 	if dl, _ := DeadLetters(db, ""); len(dl) != 0 {
 		t.Errorf("dead letters left after retry: %v", dl)
@@ -134,8 +135,9 @@ func TestBackPressure(t *testing.T) {
 	}
 	put(t, db, ob, "1", "2")
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go ob.Run(ctx, 0)
+	runDone := make(chan struct{})
+	go func() { ob.Run(ctx, 0); close(runDone) }()
+	defer func() { cancel(); <-runDone }()
 	waited := make(chan error, 1)
 	go func() { waited <- ob.Wait(context.Background()) }()
 	select {

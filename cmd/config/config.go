@@ -40,6 +40,15 @@ type State struct {
 // HTTP is the daemon's HTTP server (/metrics, /healthz, /readyz).
 type HTTP struct {
 	Listen string `yaml:"listen"`
+	// TLS serves HTTPS with this certificate and key.
+	TLS struct {
+		CertFile string `yaml:"certFile"`
+		KeyFile  string `yaml:"keyFile"`
+	} `yaml:"tls"`
+	// TokenFile holds a bearer token required on every path but /healthz.
+	TokenFile string `yaml:"tokenFile"`
+	// Pprof serves /debug/pprof/ (behind the token when one is set).
+	Pprof bool `yaml:"pprof"`
 }
 
 // Log configures logging (JSON lines on stderr).

@@ -400,6 +400,9 @@ func validate(c *Config) []rules.FieldError {
 	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 		add("http.listen", "want host:port, got %q", c.HTTP.Listen)
 	}
+	if (c.HTTP.TLS.CertFile == "") != (c.HTTP.TLS.KeyFile == "") {
+		add("http.tls.certFile", "give both certFile and keyFile, or neither")
+	}
 	if !slices.Contains([]string{"trace", "debug", "info", "warn", "error"}, c.Log.Level) {
 		add("log.level", "unknown level %q (want debug, info, warn or error)", c.Log.Level)
 	}

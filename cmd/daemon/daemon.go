@@ -110,7 +110,12 @@ func Run(ctx context.Context, o Options) error {
 	if len(sources) == 0 {
 		return errors.New("no source configured: set sources.lookup, sources.files, sources.sqs or sources.kafka")
 	}
-	srv, err := newServer(cfg.HTTP.Listen, reg, func() error { return ready(db, queues) }, map[string]http.Handler{"/buckets": bucketsHandler(db)})
+	token, err := readSecret(cfg.HTTP.TokenFile, "")
+	if err != nil {
+		return fmt.Errorf("http.tokenFile: %w", err)
+	}
+	so := serverOptions{addr: cfg.HTTP.Listen, token: token, cert: cfg.HTTP.TLS.CertFile, keyFile: cfg.HTTP.TLS.KeyFile, pprof: cfg.HTTP.Pprof}
+	srv, err := newServer(so, reg, func() error { return ready(db, queues) }, map[string]http.Handler{"/buckets": bucketsHandler(db)})
 	if err != nil {
 		return fmt.Errorf("http.listen: %w", err)
 	}
@@ -162,6 +167,13 @@ func Run(ctx context.Context, o Options) error {
 	srv.ready.Store(false)
 	stopDelivery()
 	<-obDone
+	for _, q := range queues {
+		if c, ok := q.Sink.(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				log.Warn().Err(err).Str("sink", q.Sink.Name()).Msg("closing sink")
+			}
+		}
+	}
 	stopHTTP()
 	<-httpDone
 	log.Info().Msg("stopped")

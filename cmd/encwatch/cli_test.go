@@ -154,3 +154,22 @@ func (rejectSink) Name() string { return "hook" }
 func (rejectSink) Send(context.Context, alert.Delivery) error {
 	return alert.Permanent(errors.New("POST https://hooks.example.com/x: HTTP 400: unknown channel"))
 }
+
+// TestConfigPrintMasksSecrets: config check --print shows the effective
+// configuration without the token a webhook URL holds.
+func TestConfigPrintMasksSecrets(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(p, []byte(`sinks:
+  webhooks: [{name: s, url: "https://user:PASSWORD-x@hooks.example.com/in?token=TOKEN-y", secretEnv: H}]
+`), 0o600)
+	code, stdout, stderr := runCLI(t, "", "config", "check", "--print", p)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if strings.Contains(stdout, "PASSWORD-x") || strings.Contains(stdout, "TOKEN-y") || !strings.Contains(stdout, "https://hooks.example.com/in?(masked)") {
+		t.Errorf("printed configuration:\n%s", stdout)
+	}
+	if !strings.Contains(stdout, "listen: 127.0.0.1:9108") || !strings.Contains(stdout, "maxdecompressedbytes") && !strings.Contains(stdout, "maxDecompressedBytes") {
+		t.Errorf("defaults missing from the effective configuration:\n%s", stdout)
+	}
+}

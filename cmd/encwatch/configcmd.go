@@ -8,7 +8,9 @@ import (
 	"os"
 	"sort"
 
+	"github.com/encwatch/encwatch/alert/webhook"
 	"github.com/encwatch/encwatch/cmd/config"
+	"go.yaml.in/yaml/v3"
 )
 
 func configCmd(args []string, stdout, stderr io.Writer) int {
@@ -20,6 +22,7 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 	case "check":
 		fs := flag.NewFlagSet("config check", flag.ContinueOnError)
 		fs.SetOutput(stderr)
+		print := fs.Bool("print", false, "print the effective configuration (defaults and ENCWATCH_* applied, secrets masked)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return exitUsage
 		}
@@ -27,9 +30,19 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "usage: encwatch config check FILE")
 			return exitUsage
 		}
-		if _, err := loadConfig(fs.Arg(0)); err != nil {
+		cfg, err := loadConfig(fs.Arg(0))
+		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return exitUsage
+		}
+		if *print {
+			b, err := yaml.Marshal(masked(cfg))
+			if err != nil {
+				fmt.Fprintln(stderr, err)
+				return 1
+			}
+			stdout.Write(b)
+			return exitOK
 		}
 		fmt.Fprintf(stdout, "%s: OK\n", fs.Arg(0))
 		return exitOK
@@ -65,3 +78,20 @@ func loadConfig(path string) (config.Config, error) {
 }
 
 type configT = config.Config
+
+// masked returns the configuration with what may hold a secret masked:
+// webhook URLs lose user info and query string. Passwords, tokens and HMAC
+// keys are never in the configuration itself, only the files or variables
+// that hold them.
+func masked(c config.Config) config.Config {
+	c.Sinks.Webhooks = append([]config.Webhook(nil), c.Sinks.Webhooks...)
+	for i := range c.Sinks.Webhooks {
+		if u := c.Sinks.Webhooks[i].URL; u != "" {
+			c.Sinks.Webhooks[i].URL = webhook.Redact(u)
+			if webhook.Redact(u) != u {
+				c.Sinks.Webhooks[i].URL += "?(masked)"
+			}
+		}
+	}
+	return c
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -64,6 +65,7 @@ func healthcheckCmd(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
+	scheme := "http"
 	if *addr == "" {
 		cfg, err := loadConfig(*cfgPath)
 		if err != nil {
@@ -71,13 +73,18 @@ func healthcheckCmd(args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		*addr = cfg.HTTP.Listen
+		if cfg.HTTP.TLS.CertFile != "" {
+			scheme = "https"
+		}
 	}
 	host := *addr
 	if strings.HasPrefix(host, "0.0.0.0:") || strings.HasPrefix(host, ":") {
 		host = "127.0.0.1:" + host[strings.LastIndexByte(host, ':')+1:]
 	}
-	client := &http.Client{Timeout: *timeout}
-	resp, err := client.Get("http://" + host + "/healthz")
+	// The probe runs beside the daemon: it checks liveness, not the
+	// certificate (which names the service, not the loopback address).
+	client := &http.Client{Timeout: *timeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := client.Get(scheme + "://" + host + "/healthz")
 	if err != nil {
 		fmt.Fprintf(stderr, "encwatch healthcheck: %v\n", err)
 		return 1

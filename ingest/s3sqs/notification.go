@@ -55,7 +55,7 @@ func ParseNotification(body []byte) ([]Object, error) {
 		}
 		var out []Object
 		for _, k := range keys {
-			if !ingest.SkipKey(k) {
+			if k != "" && !ingest.SkipKey(k) {
 				out = append(out, Object{Bucket: env.S3Bucket, Key: k})
 			}
 		}
@@ -69,6 +69,9 @@ func ParseNotification(body []byte) ([]Object, error) {
 			key, err := url.QueryUnescape(r.S3.Object.Key)
 			if err != nil {
 				return nil, fmt.Errorf("S3 event: key %q: %w", r.S3.Object.Key, err)
+			}
+			if r.S3.Bucket.Name == "" || key == "" {
+				return nil, errors.New("S3 event without a bucket name or object key")
 			}
 			if !ingest.SkipKey(key) {
 				out = append(out, Object{Bucket: r.S3.Bucket.Name, Key: key})
