@@ -36,8 +36,10 @@ func FuzzDecode(f *testing.F) {
 		}
 		var n int64
 		d := ingest.Decoder{
-			Source:         "fuzz",
-			MaxRecordBytes: 64 << 10,
+			Source: "fuzz",
+			// Mutated gzip streams can inflate to gigabytes: bound them as
+			// a hostile-input deployment would.
+			Limits: ingest.Limits{MaxRecordBytes: 64 << 10, MaxInputBytes: 4 << 20},
 			OnEvent: func(ev *ingest.Event) error {
 				n++
 				if !ev.IsEncryptionEvent() {

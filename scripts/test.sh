@@ -32,3 +32,8 @@ if [[ -n $unformatted ]]; then
 fi
 go vet ./...
 go test -race -count=1 "$@" ./...
+if [[ ${CI:-} == true ]]; then
+  # Two minutes of the daemon under load: RSS, goroutines and descriptors
+  # must stay flat (bench/soak.sh exits 1 when they grow).
+  bash bench/soak.sh -d 120 -i 5
+fi
