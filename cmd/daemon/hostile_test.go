@@ -65,6 +65,7 @@ sinks: {stdout: {}}
 	if err != nil {
 		t.Fatal(err)
 	}
+	reasons := []string{"input_too_large", "too_large", "too_deep", "too_many_rules", "invalid_utf8", "not_object"}
 	var peak atomic.Uint64
 	stopSampling := make(chan struct{})
 	go func() {
@@ -99,7 +100,11 @@ sinks: {stdout: {}}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		metrics = string(b)
-		if strings.Contains(metrics, `reason="input_too_large"`) && strings.Count(out.String(), "\n") >= 3 {
+		all := strings.Count(out.String(), "\n") >= 3
+		for _, reason := range reasons {
+			all = all && strings.Contains(metrics, fmt.Sprintf(`reason=%q,source="files"`, reason))
+		}
+		if all {
 			break
 		}
 	}
@@ -109,7 +114,7 @@ sinks: {stdout: {}}
 		t.Fatal(err)
 	}
 	close(stopSampling)
-	for _, reason := range []string{"input_too_large", "too_large", "too_deep", "too_many_rules", "invalid_utf8", "not_object"} {
+	for _, reason := range reasons {
 		if !regexp.MustCompile(fmt.Sprintf(`encwatch_decode_errors_total\{reason=%q,source="files"\} [1-9]`, reason)).MatchString(metrics) {
 			t.Errorf("no decode error counted for %s", reason)
 		}
