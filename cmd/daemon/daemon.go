@@ -101,7 +101,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	sc := newStateCollector(db)
 	reg.MustRegister(sc)
-	p := &pipeline{db: db, outbox: ob, now: time.Now, metrics: pm, state: sc}
+	p := &pipeline{db: db, outbox: ob, now: time.Now, metrics: pm, state: sc, log: log.With().Str("component", "pipeline").Logger()}
 	p.engine.Store(engine)
 	sources, err := buildSources(ctx, cfg, db, log, reg, p.metrics, engine.DataRulesOn())
 	if err != nil {

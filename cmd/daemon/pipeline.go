@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/encwatch/encwatch/alert"
@@ -24,6 +25,7 @@ type pipeline struct {
 	now     func() time.Time
 	metrics *pipelineMetrics
 	state   *stateCollector
+	log     zerolog.Logger
 }
 
 type pipelineMetrics struct {
@@ -78,7 +80,8 @@ func (p *pipeline) expireLoop(ctx context.Context, every time.Duration) {
 			return
 		case <-t.C:
 			if err := p.handle(ctx, ingest.Batch{Source: timerSource}); err != nil && ctx.Err() == nil {
-				continue
+				// The windows stay stored; the next tick tries again.
+				p.log.Error().Err(err).Msg("closing ended data-event windows failed")
 			}
 		}
 	}
