@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/cel-go/cel"
@@ -82,7 +83,9 @@ type ExprRule struct {
 	BucketKeyEnabled bool   `cel:"bucketKeyEnabled"`
 }
 
-var celEnv = sync1(func() (*cel.Env, error) {
+// celEnv is built once: building it costs milliseconds, and reloads compile
+// rules from another goroutine.
+var celEnv = sync.OnceValues(func() (*cel.Env, error) {
 	str := func(f func(string) string) cel.OverloadOpt {
 		return cel.UnaryBinding(func(v ref.Val) ref.Val { return types.String(f(string(v.(types.String)))) })
 	}
@@ -102,20 +105,6 @@ var celEnv = sync1(func() (*cel.Env, error) {
 			cel.UnaryBinding(func(v ref.Val) ref.Val { return types.Bool(IsAlias(string(v.(types.String)))) }))),
 	)
 })
-
-// sync1 memoises an environment: building one costs milliseconds.
-func sync1(f func() (*cel.Env, error)) func() (*cel.Env, error) {
-	var env *cel.Env
-	var err error
-	done := false
-	return func() (*cel.Env, error) {
-		if !done {
-			env, err = f()
-			done = true
-		}
-		return env, err
-	}
-}
 
 // CompileError is a custom rule that does not compile.
 type CompileError struct {
