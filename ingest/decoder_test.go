@@ -17,10 +17,10 @@ func decode(t *testing.T, r io.Reader, maxRecord int) ([]*ingest.Event, []string
 	var evs []*ingest.Event
 	var errs []string
 	d := ingest.Decoder{
-		Source:         "test",
-		MaxRecordBytes: maxRecord,
-		OnEvent:        func(e *ingest.Event) error { evs = append(evs, e); return nil },
-		OnError:        func(p ingest.Position, err error) { errs = append(errs, p.String()+": "+err.Error()) },
+		Source:  "test",
+		Limits:  ingest.Limits{MaxRecordBytes: maxRecord},
+		OnEvent: func(e *ingest.Event) error { evs = append(evs, e); return nil },
+		OnError: func(p ingest.Position, err error) { errs = append(errs, p.String()+": "+err.Error()) },
 	}
 	dr, err := ingest.Decompress(r)
 	if err != nil {

@@ -24,12 +24,11 @@ type FileSource struct {
 	// Settle is how long a file must be unchanged before it is read, so
 	// that files still being written are left for later (default 2s; only
 	// when watching).
-	Settle         time.Duration
-	MaxRecordBytes int
-	DataEvents     bool
-	Limits         Limits
-	Checkpoints    Checkpoints
-	Logger         zerolog.Logger
+	Settle      time.Duration
+	DataEvents  bool
+	Limits      Limits
+	Checkpoints Checkpoints
+	Logger      zerolog.Logger
 	// OnError receives unreadable records and files (for metrics).
 	OnError func(pos Position, err error)
 	// OnRead receives the stats of every file read (for metrics).
@@ -127,7 +126,7 @@ func (s *FileSource) file(ctx context.Context, in Input, handle Handler) error {
 	var batch []*Event
 	var handleErr error
 	dec := Decoder{
-		Source: in.Path, MaxRecordBytes: s.MaxRecordBytes, DataEvents: s.DataEvents, Limits: s.Limits, OnError: s.report,
+		Source: in.Path, DataEvents: s.DataEvents, Limits: s.Limits, OnError: s.report,
 		OnEvent: func(ev *Event) error {
 			batch = append(batch, ev)
 			if len(batch) < 512 {

@@ -17,8 +17,6 @@ const batchSize = 4096
 type ReadOptions struct {
 	// Workers is how many inputs are decoded at once; 0 means GOMAXPROCS.
 	Workers int
-	// MaxRecordBytes bounds one record; 0 means DefaultMaxRecordBytes.
-	MaxRecordBytes int
 	// DataEvents also reads the data events the data-event rules judge.
 	DataEvents bool
 	// Limits bound hostile input.
@@ -138,11 +136,10 @@ func readOne(ctx context.Context, j *job, opts ReadOptions, onError func(Positio
 	defer rc.Close()
 	var batch []*Event
 	dec := Decoder{
-		Source:         j.in.Path,
-		MaxRecordBytes: opts.MaxRecordBytes,
-		Limits:         opts.Limits,
-		DataEvents:     opts.DataEvents,
-		OnError:        onError,
+		Source:     j.in.Path,
+		Limits:     opts.Limits,
+		DataEvents: opts.DataEvents,
+		OnError:    onError,
 		OnEvent: func(ev *Event) error {
 			batch = append(batch, ev)
 			if len(batch) >= batchSize {

@@ -40,8 +40,6 @@ func (s *Stats) Add(o Stats) {
 type Decoder struct {
 	// Source names the stream in positions and errors (file path, S3 key).
 	Source string
-	// MaxRecordBytes bounds one record; 0 means Limits.MaxRecordBytes.
-	MaxRecordBytes int
 	// Limits bound hostile input (zero fields: defaults).
 	Limits Limits
 	// OnEvent receives each encryption event, in stream order. An error
@@ -68,9 +66,6 @@ type Decoder struct {
 // error); bad records are reported through OnError and counted.
 func (d *Decoder) Decode(r io.Reader) (Stats, error) {
 	d.stats = Stats{}
-	if d.MaxRecordBytes > 0 && d.Limits.MaxRecordBytes <= 0 {
-		d.Limits.MaxRecordBytes = d.MaxRecordBytes
-	}
 	d.Limits = d.Limits.withDefaults()
 	max := d.Limits.MaxRecordBytes
 	r = &capped{r: r, left: d.Limits.MaxInputBytes, max: d.Limits.MaxInputBytes}

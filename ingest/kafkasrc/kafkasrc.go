@@ -34,7 +34,6 @@ type Options struct {
 	MaxBatch       int
 	MaxWait        time.Duration
 	SessionTimeout time.Duration // group session timeout (default 30s)
-	MaxRecordBytes int
 	DataEvents     bool
 	Limits         ingest.Limits
 	Logger         zerolog.Logger
@@ -123,7 +122,7 @@ func (s *Source) decode(msgs []kafka.Message) ingest.Batch {
 	b := ingest.Batch{Source: "kafka"}
 	for _, m := range msgs {
 		dec := ingest.Decoder{
-			Source: fmt.Sprintf("kafka://%s/%d/%d", m.Topic, m.Partition, m.Offset), MaxRecordBytes: s.o.MaxRecordBytes, DataEvents: s.o.DataEvents, Limits: s.o.Limits, OnError: s.o.OnError,
+			Source: fmt.Sprintf("kafka://%s/%d/%d", m.Topic, m.Partition, m.Offset), DataEvents: s.o.DataEvents, Limits: s.o.Limits, OnError: s.o.OnError,
 			OnEvent: func(ev *ingest.Event) error { b.Events = append(b.Events, ev); return nil },
 		}
 		st, _ := dec.Decode(bytes.NewReader(m.Value))

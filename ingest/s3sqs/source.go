@@ -44,12 +44,11 @@ type Options struct {
 	Visibility time.Duration
 	// MaxReceives: a message received this many times is reported (log,
 	// metric) and left to the queue's dead-letter policy (default 5).
-	MaxReceives    int
-	MaxRecordBytes int
-	DataEvents     bool
-	Limits         ingest.Limits
-	Logger         zerolog.Logger
-	Metrics        *Metrics
+	MaxReceives int
+	DataEvents  bool
+	Limits      ingest.Limits
+	Logger      zerolog.Logger
+	Metrics     *Metrics
 	// OnError receives unreadable records (for metrics).
 	OnError func(pos ingest.Position, err error)
 }
@@ -198,7 +197,7 @@ func (s *Source) object(ctx context.Context, o Object, handle ingest.Handler) er
 		}
 		return nil
 	}
-	dec := ingest.Decoder{Source: source, MaxRecordBytes: s.o.MaxRecordBytes, DataEvents: s.o.DataEvents, Limits: s.o.Limits, OnError: s.o.OnError,
+	dec := ingest.Decoder{Source: source, DataEvents: s.o.DataEvents, Limits: s.o.Limits, OnError: s.o.OnError,
 		OnEvent: func(ev *ingest.Event) error {
 			batch = append(batch, ev)
 			if len(batch) >= 512 {
