@@ -22,6 +22,9 @@ const Stdin = "-"
 type Input struct {
 	Path string
 	Size int64 // on disk; 0 for stdin
+	// Reader, when set, is read instead of opening Path (standard input:
+	// the command hands its own, so it can run in-process).
+	Reader io.Reader
 }
 
 // logName matches CloudTrail's log file names and captures their time:
@@ -120,9 +123,12 @@ func deliveryTime(path string) string {
 // magic bytes, not its name).
 func Open(in Input) (io.ReadCloser, error) {
 	var f io.ReadCloser
-	if in.Path == Stdin {
-		f = stdin()
-	} else {
+	switch {
+	case in.Reader != nil:
+		f = io.NopCloser(in.Reader)
+	case in.Path == Stdin:
+		f = io.NopCloser(os.Stdin)
+	default:
 		var err error
 		if f, err = os.Open(in.Path); err != nil {
 			return nil, err
@@ -171,17 +177,4 @@ func (g *gzipReader) Read(p []byte) (int, error) {
 		err = fmt.Errorf("gzip: %w", err)
 	}
 	return n, err
-}
-
-var stdinReader io.Reader
-
-// SetStdin replaces standard input for the path "-" (nil restores it).
-// It is for tests that run commands in-process.
-func SetStdin(r io.Reader) { stdinReader = r }
-
-func stdin() io.ReadCloser {
-	if stdinReader != nil {
-		return io.NopCloser(stdinReader)
-	}
-	return io.NopCloser(os.Stdin)
 }

@@ -88,12 +88,9 @@ func replayCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		fmt.Fprintf(stderr, "encwatch replay: %v\n", err)
 		return exitUsage
 	}
-	if stdin != os.Stdin {
-		for _, in := range inputs {
-			if in.Path == ingest.Stdin {
-				// Tests hand their own stdin; the process's is the default.
-				stdinOverride = stdin
-			}
+	for i := range inputs {
+		if inputs[i].Path == ingest.Stdin && stdin != nil {
+			inputs[i].Reader = stdin
 		}
 	}
 	var w *alert.Writer
@@ -105,9 +102,6 @@ func replayCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	r := &replayer{engine: engine, state: state, out: w, stderr: stderr, quiet: o.quiet, failOn: failOn, bySev: map[rules.Severity]int{}}
 	return r.run(ctx, inputs, o.workers, cfg.IngestLimits())
 }
-
-// stdinOverride lets in-process tests feed "-".
-var stdinOverride io.Reader
 
 type replayer struct {
 	engine   *rules.Engine
@@ -149,11 +143,6 @@ func (r *replayer) run(ctx context.Context, inputs []ingest.Input, workers int, 
 			r.progress.bytes.Add(in.Size)
 			r.progress.records.Add(st.Records)
 		},
-	}
-	if stdinOverride != nil {
-		defer func() { stdinOverride = nil }()
-		ingest.SetStdin(stdinOverride)
-		defer ingest.SetStdin(nil)
 	}
 	st, err := ingest.ReadAll(ctx, inputs, opts, r.judge)
 	if err == nil {
