@@ -257,19 +257,20 @@ func parseSSEConfig(v json.RawMessage, maxRules int) Encryption {
 	return enc
 }
 
-// parseBool reads a JSON boolean or the strings "true"/"false". Only true
-// and "true" count as on.
+// parseBool reads BucketKeyEnabled: a JSON boolean or a string. Only JSON
+// true and the exact string "true" count as on (DESIGN.md section 5): a
+// request whose value S3 would not read as true must not silence
+// bucket-key-disabled, so "TRUE", "1" or " true" are off.
 func parseBool(v json.RawMessage) (value, set bool) {
 	v = bytes.TrimSpace(v)
 	if len(v) == 0 || string(v) == "null" {
 		return false, false
 	}
-	var t text
-	if json.Unmarshal(v, &t) != nil {
-		return false, true
+	if string(v) == "true" {
+		return true, true
 	}
-	b, err := strconv.ParseBool(strings.TrimSpace(string(t)))
-	return err == nil && b, true
+	var str string
+	return v[0] == '"' && json.Unmarshal(v, &str) == nil && str == "true", true
 }
 
 // objectRequest completes a data event's request with what S3 answered

@@ -1,85 +1,169 @@
 package rules
 
-import "time"
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
 
-// burstTracker counts, per caller, the distinct buckets read within a
-// sliding window of event time, and says when a burst starts. A burst ends
-// when the caller's count falls below the threshold again; one alert is
-// raised per burst. Memory is bounded: per caller at most cap buckets, and
-// callers idle for a window are dropped.
-type burstTracker struct {
-	threshold int
-	window    time.Duration
-	callers   map[string]*callerReads
-	swept     time.Time
+// Reads is one caller's recent GetBucketEncryption calls: the distinct
+// buckets read within the read-burst window and whether a burst is under
+// way. It is stored with the bucket state, so a restart does not forget
+// who was reading. A burst ends when the caller's count falls below the
+// threshold again; one alert is raised per burst.
+type Reads struct {
+	Seen    map[string]time.Time `json:"seen"`
+	Newest  time.Time            `json:"newest"`
+	InBurst bool                 `json:"inBurst,omitempty"`
 }
 
-type callerReads struct {
-	seen    map[string]time.Time
-	newest  time.Time
-	inBurst bool
-}
+// readsCap bounds the buckets kept per caller, so a caller reading
+// thousands of buckets costs a bounded record.
+func readsCap(threshold int) int { return 4*max(threshold, 0) + 64 }
 
-func newBurstTracker(threshold int, window time.Duration) *burstTracker {
-	return &burstTracker{threshold: threshold, window: window, callers: map[string]*callerReads{}}
-}
-
-func (b *burstTracker) cap() int { return 4*b.threshold + 64 }
-
-// observe records that caller read bucket at t. It returns true, with the
-// number of distinct buckets in the window, when this read starts a burst.
-func (b *burstTracker) observe(caller, bucket string, t time.Time) (bool, int) {
-	c := b.callers[caller]
-	if c == nil {
-		c = &callerReads{seen: map[string]time.Time{}}
-		b.callers[caller] = c
+// observe records a read of bucket at t. It returns true, with the number
+// of distinct buckets in the window, when this read starts a burst.
+func (r *Reads) observe(bucket string, t time.Time, window time.Duration, threshold int) (bool, int) {
+	if r.Seen == nil {
+		r.Seen = map[string]time.Time{}
 	}
-	if t.After(c.newest) {
-		c.newest = t
+	if t.After(r.Newest) {
+		r.Newest = t
 	}
 	if t.IsZero() {
-		t = c.newest
+		t = r.Newest
 	}
-	if prev, ok := c.seen[bucket]; !ok || t.After(prev) {
-		c.seen[bucket] = t
+	if prev, ok := r.Seen[bucket]; !ok || t.After(prev) {
+		r.Seen[bucket] = t
 	}
-	cutoff := c.newest.Add(-b.window)
-	for k, v := range c.seen {
+	cutoff := r.Newest.Add(-window)
+	for k, v := range r.Seen {
 		if v.Before(cutoff) {
-			delete(c.seen, k)
+			delete(r.Seen, k)
 		}
 	}
-	for len(c.seen) > b.cap() {
+	for limit := readsCap(threshold); len(r.Seen) > limit; {
 		oldest, ot := "", time.Time{}
-		for k, v := range c.seen {
-			if oldest == "" || v.Before(ot) {
+		for k, v := range r.Seen {
+			if oldest == "" || v.Before(ot) || (v.Equal(ot) && k < oldest) {
 				oldest, ot = k, v
 			}
 		}
-		delete(c.seen, oldest)
+		delete(r.Seen, oldest)
 	}
-	b.sweep(c.newest)
-	n := len(c.seen)
-	if n < b.threshold {
-		c.inBurst = false
+	n := len(r.Seen)
+	if n < threshold {
+		r.InBurst = false
 		return false, n
 	}
-	if c.inBurst {
+	if r.InBurst {
 		return false, n
 	}
-	c.inBurst = true
+	r.InBurst = true
 	return true, n
 }
 
-// sweep drops callers that have been idle for a whole window.
-func (b *burstTracker) sweep(now time.Time) {
-	if now.Sub(b.swept) < b.window {
-		return
+// idle reports whether the caller read nothing within window before now.
+func (r *Reads) idle(now time.Time, window time.Duration) bool {
+	return r.Newest.Before(now.Add(-window))
+}
+
+// Readers keeps the callers' read windows.
+type Readers interface {
+	// Reads returns a caller's reads and whether any are stored.
+	Reads(caller string) (Reads, bool, error)
+	// PutReads stores a caller's reads.
+	PutReads(caller string, r Reads) error
+	// DropIdleReads forgets the callers that read nothing within window
+	// before now.
+	DropIdleReads(now time.Time, window time.Duration) error
+}
+
+// ReadsBucket is the bbolt bucket that holds the callers' read windows.
+var ReadsBucket = []byte("reads")
+
+// Reads implements Readers.
+func (s TxState) Reads(caller string) (Reads, bool, error) {
+	b := s.Tx.Bucket(ReadsBucket)
+	if b == nil {
+		return Reads{}, false, nil
 	}
-	b.swept = now
-	for k, c := range b.callers {
-		if c.newest.Before(now.Add(-b.window)) {
-			delete(b.callers, k)
+	raw := b.Get([]byte(caller))
+	if raw == nil {
+		return Reads{}, false, nil
+	}
+	var r Reads
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return Reads{}, false, fmt.Errorf("reads of %q: %w", caller, err)
+	}
+	return r, true, nil
+}
+
+// PutReads implements Readers.
+func (s TxState) PutReads(caller string, r Reads) error {
+	b, err := s.Tx.CreateBucketIfNotExists(ReadsBucket)
+	if err != nil {
+		return err
+	}
+	raw, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(caller), raw)
+}
+
+// DropIdleReads implements Readers.
+func (s TxState) DropIdleReads(now time.Time, window time.Duration) error {
+	b := s.Tx.Bucket(ReadsBucket)
+	if b == nil {
+		return nil
+	}
+	var idle [][]byte
+	err := b.ForEach(func(k, v []byte) error {
+		var r Reads
+		if json.Unmarshal(v, &r) != nil || r.idle(now, window) {
+			idle = append(idle, append([]byte(nil), k...))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range idle {
+		if err := b.Delete(k); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+// Reads implements Readers.
+func (m *Memory) Reads(caller string) (Reads, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.reads[caller]
+	return r, ok, nil
+}
+
+// PutReads implements Readers.
+func (m *Memory) PutReads(caller string, r Reads) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.reads == nil {
+		m.reads = map[string]Reads{}
+	}
+	m.reads[caller] = r
+	return nil
+}
+
+// DropIdleReads implements Readers.
+func (m *Memory) DropIdleReads(now time.Time, window time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, r := range m.reads {
+		if r.idle(now, window) {
+			delete(m.reads, k)
+		}
+	}
+	return nil
 }

@@ -44,9 +44,9 @@ func TestCustomRulesInEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	var failed []string
-	e.OnCustomError(func(rule string, err error) {
-		if errors.Is(err, ErrCostExceeded) {
-			failed = append(failed, rule)
+	e.OnRuleError(func(re *RuleError) {
+		if re.Custom && errors.Is(re.Err, ErrCostExceeded) {
+			failed = append(failed, re.Rule)
 		}
 	})
 	ev := &ingest.Event{ID: "1", Name: ingest.DeleteBucketEncryption, Source: ingest.SourceS3, Bucket: ingest.Bucket{Name: "b", Type: ingest.BucketGeneralPurpose}}

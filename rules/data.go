@@ -55,10 +55,21 @@ func (x *evaluation) data() error {
 	if !ev.Succeeded() {
 		return nil
 	}
+	if !x.e.disabled[ObjectEncryptionOverride] {
+		if err := x.guard(ObjectEncryptionOverride, x.objectOverride); err != nil {
+			return err
+		}
+	}
+	return x.guard(DirectoryKMSCopyCost, x.kmsCopy)
+}
+
+// objectOverride counts a data event that named its own encryption.
+func (x *evaluation) objectOverride() error {
+	ev := x.ev
 	o := ev.Object
 	switch ev.Name {
 	case ingest.PutObject, ingest.CopyObject, ingest.CreateMultipartUpload, ingest.CreateSession:
-		if o.Overrides() && !x.e.disabled[ObjectEncryptionOverride] {
+		if o.Overrides() {
 			setting := requestedSetting(o)
 			alg, _, _ := strings.Cut(setting, " ")
 			sev := Low
@@ -70,11 +81,16 @@ func (x *evaluation) data() error {
 			}
 			caller := firstOr(ev.Actor.ARN, ev.Actor.PrincipalID, ev.Actor.InvokedBy, "unknown caller")
 			key := ObjectEncryptionOverride + "|" + x.key + "|" + caller + "|" + setting
-			if err := x.count(key, ObjectEncryptionOverride, sev, setting); err != nil {
-				return err
-			}
+			return x.count(key, ObjectEncryptionOverride, sev, setting)
 		}
 	}
+	return nil
+}
+
+// kmsCopy counts an SSE-KMS copy involving a directory bucket.
+func (x *evaluation) kmsCopy() error {
+	ev := x.ev
+	o := ev.Object
 	switch ev.Name {
 	case ingest.CopyObject, ingest.UploadPartCopy:
 		srcDir := strings.HasSuffix(o.CopySourceBucket, "--x-s3")
@@ -160,7 +176,7 @@ func (x *evaluation) sweep(now time.Time, all bool) error {
 	window := x.e.policy.DataEvents.Window.D()
 	return x.st.ForEachGroup(func(g Group) error {
 		if all || !now.Before(g.Start.Add(window)) {
-			return x.close(g)
+			return x.guard(g.Rule, func() error { return x.close(g) })
 		}
 		return nil
 	})

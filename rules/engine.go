@@ -1,9 +1,10 @@
 package rules
 
 import (
+	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -22,19 +23,42 @@ type Finding struct {
 	Count int
 }
 
+// Names under which failures outside one rule are reported: recording what
+// an event set on its bucket, and closing the windows of grouped rules.
+const (
+	ruleState   = "state"
+	ruleWindows = "windows"
+)
+
+// RuleError is a rule that failed on one event: it returned an error or
+// panicked. The rule is skipped for that event; the others still run.
+type RuleError struct {
+	Rule   string
+	Custom bool          // a custom (CEL) rule
+	Event  *ingest.Event // nil when the rule failed closing a window
+	Err    error
+	Stack  []byte // the goroutine's stack for a panic, nil otherwise
+}
+
+func (e *RuleError) Error() string { return "rule " + e.Rule + ": " + e.Err.Error() }
+
+func (e *RuleError) Unwrap() error { return e.Err }
+
+// ErrPanic is wrapped by the error of a rule that panicked.
+var ErrPanic = errors.New("rule panicked")
+
 // Engine applies the policy and the catalogue to events. Evaluate is safe
 // for concurrent use, but stateful rules assume events come roughly in
 // eventTime order, so callers feed one stream at a time.
 type Engine struct {
-	mu        sync.Mutex
-	policy    Policy
-	state     State
-	disabled  map[string]bool
-	bursts    *burstTracker
-	custom    []*Compiled
-	onError   func(rule string, err error)
-	onKMSCopy func(bucketType string)
-	swept     time.Time // event time of the last sweep of closed windows
+	mu          sync.Mutex
+	policy      Policy
+	state       State
+	disabled    map[string]bool
+	custom      []*Compiled
+	onRuleError func(*RuleError)
+	onKMSCopy   func(bucketType string)
+	swept       time.Time // event time of the last sweep of closed windows
 }
 
 // New returns an engine for a validated policy, a state store (nil: in
@@ -50,33 +74,21 @@ func New(p Policy, st State, custom ...*Compiled) (*Engine, error) {
 	if st == nil {
 		st = NewMemory()
 	}
-	e := &Engine{policy: p, state: st, disabled: map[string]bool{}}
+	e := &Engine{policy: p, state: st, disabled: map[string]bool{}, custom: custom}
 	for _, id := range p.Disabled {
 		e.disabled[id] = true
 	}
-	e.bursts = newBurstTracker(p.ReadBurst.Buckets, p.ReadBurst.Window.D())
-	e.custom = custom
 	return e, nil
 }
 
-// OnCustomError sets the function told when a custom rule fails on an
-// event (an evaluation error, or its cost limit exceeded); the rule is
-// skipped for that event and the others go on.
-func (e *Engine) OnCustomError(fn func(rule string, err error)) { e.onError = fn }
+// OnRuleError sets the function told when a rule, built-in or custom,
+// fails on an event (an error, a panic, a custom rule's cost limit); the
+// rule is skipped for that event and the others go on. It is called with
+// the engine's lock held, so it must not call back into the engine.
+func (e *Engine) OnRuleError(fn func(*RuleError)) { e.onRuleError = fn }
 
 // Custom returns the custom rules in force.
 func (e *Engine) Custom() []*Compiled { return e.custom }
-
-// TakeBursts hands the read-burst windows of old to e, so that a reload
-// with the same readBurst settings does not forget who was reading.
-func (e *Engine) TakeBursts(old *Engine) {
-	if old == nil || old.policy.ReadBurst != e.policy.ReadBurst {
-		return
-	}
-	old.mu.Lock()
-	defer old.mu.Unlock()
-	e.bursts = old.bursts
-}
 
 // Policy returns the policy in force.
 func (e *Engine) Policy() Policy { return e.policy }
@@ -86,22 +98,60 @@ type evaluation struct {
 	e        *Engine
 	st       State
 	ev       *ingest.Event
-	key      string // the bucket's state key
+	key      string      // the bucket's state key
+	known    BucketState // what was known of the bucket before the event
 	findings []Finding
 }
 
 func (x *evaluation) add(id string, sev Severity, summary string) {
-	x.addWith(id, sev, summary, Lookup(id).Remediation)
+	x.addWith(id, sev, summary, Lookup(id).Remediation, 0)
 }
 
-func (x *evaluation) addWith(id string, sev Severity, summary, remediation string) {
+func (x *evaluation) addCount(id string, sev Severity, summary string, n int) {
+	x.addWith(id, sev, summary, Lookup(id).Remediation, n)
+}
+
+func (x *evaluation) addWith(id string, sev Severity, summary, remediation string, count int) {
 	if x.e.disabled[id] {
 		return
 	}
 	if s, ok := x.e.policy.Severity[id]; ok {
 		sev = s
 	}
-	x.findings = append(x.findings, Finding{Rule: id, Severity: sev, Summary: summary, Remediation: remediation, Event: x.ev})
+	x.findings = append(x.findings, Finding{Rule: id, Severity: sev, Summary: summary, Remediation: remediation, Event: x.ev, Count: count})
+}
+
+// guard runs one rule's work inside a recovery boundary. A panic is
+// reported as that rule's failure and swallowed; an error is returned to
+// the caller.
+func (x *evaluation) guard(rule string, fn func() error) error {
+	return x.protect(rule, false, fn)
+}
+
+func (x *evaluation) protect(rule string, custom bool, fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			x.fail(&RuleError{Rule: rule, Custom: custom, Event: x.ev, Err: fmt.Errorf("%w: %v", ErrPanic, r), Stack: debug.Stack()})
+			err = nil
+		}
+	}()
+	return fn()
+}
+
+func (x *evaluation) fail(re *RuleError) {
+	if x.e.onRuleError != nil {
+		x.e.onRuleError(re)
+	}
+}
+
+// run runs the enabled checks of a list, each in its own boundary.
+func (x *evaluation) run(checks []check) {
+	for _, c := range checks {
+		if x.e.disabled[c.rule] {
+			continue
+		}
+		_ = x.guard(c.rule, func() error { c.fn(x); return nil })
+	}
 }
 
 // customRules runs the organisation's CEL rules on the event.
@@ -110,11 +160,14 @@ func (x *evaluation) customRules() {
 		if x.e.disabled[c.ID] {
 			continue
 		}
-		ok, err := c.Match(x.ev)
+		var ok bool
+		err := x.protect(c.ID, true, func() error {
+			var err error
+			ok, err = c.Match(x.ev)
+			return err
+		})
 		if err != nil {
-			if x.e.onError != nil {
-				x.e.onError(c.ID, err)
-			}
+			x.fail(&RuleError{Rule: c.ID, Custom: true, Event: x.ev, Err: err})
 			continue
 		}
 		if ok {
@@ -122,14 +175,16 @@ func (x *evaluation) customRules() {
 			if summary == "" {
 				summary = "custom rule " + c.ID + " matched " + x.ev.Name + " on " + x.bucketDesc()
 			}
-			x.addWith(c.ID, c.Severity, summary, c.Remediation)
+			x.addWith(c.ID, c.Severity, summary, c.Remediation, 0)
 		}
 	}
 }
 
 // Evaluate judges one event and returns its findings, in catalogue order.
 // Events that are not encryption events give none. An error comes only
-// from the state store; the findings found so far are returned with it.
+// from the state store; the findings found so far are returned with it. A
+// rule that fails on the event (an error or a panic) is reported through
+// OnRuleError and skipped; the event's other rules still run.
 func (e *Engine) Evaluate(ev *ingest.Event) ([]Finding, error) {
 	return e.EvaluateIn(e.state, ev)
 }
@@ -147,29 +202,35 @@ func (e *Engine) EvaluateIn(st State, ev *ingest.Event) ([]Finding, error) {
 	x := &evaluation{e: e, st: st, ev: ev, key: BucketKey(ev.Bucket)}
 	if ev.Time.Sub(e.swept) >= sweepEvery {
 		e.swept = ev.Time
-		if err := x.sweep(ev.Time, false); err != nil {
+		if err := x.guard(ruleWindows, func() error { return x.sweepAll(ev.Time) }); err != nil {
 			return x.findings, err
 		}
 	}
-	if data {
-		err := x.data()
+	var err error
+	switch {
+	case data:
+		err = x.data()
+	case ev.Name == ingest.PutBucketEncryption:
+		err = x.put()
+	case ev.Name == ingest.DeleteBucketEncryption:
+		err = x.delete()
+	case ev.Name == ingest.GetBucketEncryption:
+		if !e.disabled[EncryptionReadBurst] {
+			err = x.guard(EncryptionReadBurst, x.readBurst)
+		}
+	}
+	if err != nil {
 		return x.findings, err
 	}
-	var err error
-	switch ev.Name {
-	case ingest.PutBucketEncryption:
-		err = x.put()
-	case ingest.DeleteBucketEncryption:
-		err = x.delete()
-	case ingest.GetBucketEncryption:
-		x.get()
+	if data {
+		return x.findings, nil
 	}
 	if ev.Name != ingest.GetBucketEncryption {
-		x.caller()
+		x.run(callerChecks)
 	}
 	x.customRules()
 	slices.SortStableFunc(x.findings, func(a, b Finding) int { return catalogueIndex(a.Rule) - catalogueIndex(b.Rule) })
-	return x.findings, err
+	return x.findings, nil
 }
 
 func catalogueIndex(id string) int {
@@ -190,199 +251,49 @@ func (x *evaluation) bucketDesc() string {
 	return b.Type + " bucket " + name
 }
 
-func (x *evaluation) delete() error {
-	ev := x.ev
-	if !ev.Succeeded() {
-		x.add(EncryptionChangeFailed, Medium, fmt.Sprintf("DeleteBucketEncryption on %s failed with %s", x.bucketDesc(), ev.ErrorCode))
-		return nil
-	}
-	sev := High
-	if slices.Contains(x.e.policy.AllowedAlgorithms(ev.Bucket), AlgAES256) {
-		sev = Low
-	}
-	x.add(EncryptionDeleted, sev, "default encryption deleted on "+x.bucketDesc()+": the bucket is back on SSE-S3 (AES256)")
+// loadKnown reads what encwatch knew of the event's bucket before it.
+func (x *evaluation) loadKnown() error {
 	st, _, err := x.st.Bucket(x.key)
 	if err != nil {
 		return fmt.Errorf("bucket state: %w", err)
 	}
-	return x.record(st, ingest.EncryptionRule{Algorithm: AlgAES256})
-}
-
-// caller applies the rules about who made a Put or Delete.
-func (x *evaluation) caller() {
-	ev := x.ev
-	if !ev.Succeeded() {
-		return
-	}
-	who := ev.Actor.ARN
-	if who == "" {
-		who = "a caller without ARN (" + firstOr(ev.Actor.Type, "unknown type") + ")"
-	}
-	if !x.e.policy.PrincipalAllowed(ev.Actor) {
-		x.add(PrincipalNotAllowed, High, fmt.Sprintf("%s on %s by %s, which policy.allowedPrincipals does not allow", ev.Name, x.bucketDesc(), who))
-	}
-	if ev.Actor.Type == "Root" {
-		x.add(RootPrincipal, High, fmt.Sprintf("%s on %s by the account root user", ev.Name, x.bucketDesc()))
-	}
-}
-
-func (x *evaluation) get() {
-	ev := x.ev
-	caller := firstOr(ev.Actor.ARN, ev.Actor.PrincipalID, ev.Actor.InvokedBy, ev.SourceIP)
-	if caller == "" {
-		caller = "unknown"
-	}
-	fire, n := x.e.bursts.observe(ev.Account+"|"+caller, BucketKey(ev.Bucket), ev.Time)
-	if !fire {
-		return
-	}
-	x.add(EncryptionReadBurst, Low, fmt.Sprintf("%s read the encryption of %d distinct buckets within %s", caller, n, x.e.policy.ReadBurst.Window.D()))
-	x.findings[len(x.findings)-1].Count = n
-}
-
-func firstOr(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
-}
-
-// putMatches holds, for each rule-level condition, the first rule of the
-// request that meets it (nil when none does).
-type putMatches struct {
-	dirUnsupported, notAllowed, alias, managed, keyNotAllowed, region, bucketKey *ingest.EncryptionRule
-}
-
-func (x *evaluation) match(dir, ok bool, allowed []string) putMatches {
-	var m putMatches
-	ev := x.ev
-	for i := range ev.Encryption.Rules {
-		r := &ev.Encryption.Rules[i]
-		alg, key := r.Algorithm, r.KMSKeyID
-		dirSupported := alg == AlgAES256 || alg == AlgKMS
-		if m.dirUnsupported == nil && dir && alg != "" && !dirSupported {
-			m.dirUnsupported = r
-		}
-		if m.notAllowed == nil && ok && alg != "" && !slices.Contains(allowed, alg) && !(dir && !dirSupported) {
-			m.notAllowed = r
-		}
-		if m.alias == nil && dir && IsAlias(key) {
-			m.alias = r
-		}
-		if m.managed == nil && ok && ((alg == AlgKMS && key == "") || IsManagedAlias(key)) {
-			m.managed = r
-		}
-		if m.keyNotAllowed == nil && ok && key != "" && !x.e.policy.KeyAllowed(key) {
-			m.keyNotAllowed = r
-		}
-		if kr := KeyRegion(key); m.region == nil && kr != "" && ev.Region != "" && kr != ev.Region {
-			m.region = r
-		}
-		if m.bucketKey == nil && ok && alg == AlgKMS && !r.BucketKeyEnabled {
-			m.bucketKey = r
-		}
-	}
-	return m
+	x.known = st
+	return nil
 }
 
 func (x *evaluation) put() error {
-	ev := x.ev
-	ok := ev.Succeeded()
-	dir := ev.Bucket.Type == ingest.BucketDirectory
-	allowed := x.e.policy.AllowedAlgorithms(ev.Bucket)
-	bd := x.bucketDesc()
-	m := x.match(dir, ok, allowed)
-
-	if !ok {
-		x.add(EncryptionChangeFailed, Medium, "PutBucketEncryption on "+bd+" failed with "+ev.ErrorCode)
-	}
-	if ok && !ev.Encryption.Readable() {
-		x.add(EncryptionConfigUnreadable, Medium, "PutBucketEncryption on "+bd+" succeeded but its request shows no algorithm")
-	}
-	if r := m.dirUnsupported; r != nil {
-		x.add(DirectoryAlgorithmUnsupported, Medium, "PutBucketEncryption on "+bd+" names "+r.Algorithm+", which directory buckets do not support")
-	}
-	if r := m.notAllowed; r != nil {
-		x.add(AlgorithmNotAllowed, High, "PutBucketEncryption set "+r.Algorithm+" on "+bd+"; the policy allows "+strings.Join(allowed, ", "))
-	}
-	if r := m.alias; r != nil {
-		x.add(DirectoryKMSKeyAlias, Medium, "PutBucketEncryption on "+bd+" gives the KMS key as alias "+r.KMSKeyID+"; directory buckets need a key ID or ARN")
-	}
-	if r := m.managed; r != nil {
-		sev, what := Medium, "the AWS managed key aws/s3"
-		if dir {
-			sev = High
-		}
-		if r.KMSKeyID == "" {
-			what = "no key, so the AWS managed key aws/s3"
-		}
-		x.add(KMSAWSManagedKey, sev, "PutBucketEncryption set "+r.Algorithm+" with "+what+" on "+bd)
-	}
-	if r := m.keyNotAllowed; r != nil {
-		x.add(KMSKeyNotAllowed, High, "PutBucketEncryption set KMS key "+r.KMSKeyID+" on "+bd+", which policy.allowedKMSKeys does not allow")
-	}
-	if r := m.region; r != nil {
-		x.add(KMSKeyRegionMismatch, Medium, "PutBucketEncryption on "+bd+" in "+ev.Region+" names KMS key "+r.KMSKeyID+" in "+KeyRegion(r.KMSKeyID))
-	}
-	var st BucketState
-	if dir || ok {
-		var err error
-		if st, _, err = x.st.Bucket(x.key); err != nil {
-			return fmt.Errorf("bucket state: %w", err)
+	ok := x.ev.Succeeded()
+	if x.isDirectory() || ok {
+		if err := x.loadKnown(); err != nil {
+			return err
 		}
 	}
-	if dir {
-		x.keyChanged(st)
-	}
-	if r := m.bucketKey; r != nil {
-		sev, state := Low, "absent"
-		if dir {
-			sev = Medium
-		}
-		if r.BucketKeySet {
-			state = "false"
-		}
-		x.add(BucketKeyDisabled, sev, "PutBucketEncryption set SSE-KMS on "+bd+" with BucketKeyEnabled "+state)
-	}
+	x.run(putChecks)
 	if !ok {
 		return nil
 	}
 	var first ingest.EncryptionRule
-	if len(ev.Encryption.Rules) > 0 {
-		first = ev.Encryption.Rules[0]
+	if len(x.ev.Encryption.Rules) > 0 {
+		first = x.ev.Encryption.Rules[0]
 	}
-	return x.record(st, first)
+	return x.guard(ruleState, func() error { return x.record(first) })
 }
 
-// customerKey returns a rule's key normalised to a key ID when it names a
-// customer managed key (not an alias, not the managed key).
-func customerKey(r ingest.EncryptionRule) string {
-	if r.KMSKeyID == "" || IsAlias(r.KMSKeyID) {
-		return ""
+func (x *evaluation) delete() error {
+	x.run(deleteChecks)
+	if !x.ev.Succeeded() {
+		return nil
 	}
-	return KeyID(r.KMSKeyID)
-}
-
-// keyChanged fires when a Put on a directory bucket names a customer
-// managed key other than the one an earlier event set on it.
-func (x *evaluation) keyChanged(st BucketState) {
-	if st.LifetimeKey == "" {
-		return
+	if err := x.loadKnown(); err != nil {
+		return err
 	}
-	for _, r := range x.ev.Encryption.Rules {
-		if k := customerKey(r); k != "" && k != st.LifetimeKey {
-			x.add(DirectoryKMSKeyChanged, High, "PutBucketEncryption on "+x.bucketDesc()+" names KMS key "+r.KMSKeyID+", but the bucket was set to key "+
-				st.LifetimeKey+" earlier (event "+firstOr(st.LifetimeKeyEventID, "unknown")+"); directory buckets keep one key for life")
-			return
-		}
-	}
+	return x.guard(ruleState, func() error { return x.record(ingest.EncryptionRule{Algorithm: AlgAES256}) })
 }
 
 // record stores what a successful Put or Delete set on the bucket.
-func (x *evaluation) record(st BucketState, r ingest.EncryptionRule) error {
+func (x *evaluation) record(r ingest.EncryptionRule) error {
 	ev := x.ev
+	st := x.known
 	st.Bucket = ev.Bucket
 	st.Algorithm, st.KMSKeyID, st.BucketKeyEnabled = r.Algorithm, r.KMSKeyID, r.BucketKeyEnabled
 	if ev.Bucket.Type == ingest.BucketDirectory && st.LifetimeKey == "" {
@@ -397,4 +308,13 @@ func (x *evaluation) record(st BucketState, r ingest.EncryptionRule) error {
 		(r.KMSKeyID == "" || x.e.policy.KeyAllowed(r.KMSKeyID))
 	st.LastChange, st.LastActor, st.LastEventID, st.LastEvent = ev.Time, ev.Actor.ARN, ev.ID, ev.Name
 	return x.st.PutBucket(x.key, st)
+}
+
+// sweepAll closes the windows of grouped rules that ended before now and
+// forgets the callers whose reads left the read-burst window.
+func (x *evaluation) sweepAll(now time.Time) error {
+	if err := x.sweep(now, false); err != nil {
+		return err
+	}
+	return x.st.DropIdleReads(now, x.e.policy.ReadBurst.Window.D())
 }

@@ -106,7 +106,8 @@ func TestPolicyValidate(t *testing.T) {
 }
 
 func TestReadBurstWindow(t *testing.T) {
-	b := newBurstTracker(3, 10*time.Minute)
+	var r Reads
+	const threshold, window = 3, 10 * time.Minute
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	steps := []struct {
 		bucket string
@@ -124,17 +125,18 @@ func TestReadBurstWindow(t *testing.T) {
 		{"h", 20 * time.Minute, false}, // late event inside the burst
 	}
 	for i, s := range steps {
-		fire, _ := b.observe("bob", s.bucket, t0.Add(s.at))
+		fire, _ := r.observe(s.bucket, t0.Add(s.at), window, threshold)
 		if fire != s.fire {
 			t.Errorf("step %d (%s at %s): fire %v, want %v", i, s.bucket, s.at, fire, s.fire)
 		}
 	}
 	// Memory stays bounded for a caller reading many buckets.
+	var scanner Reads
 	for i := range 10000 {
-		b.observe("scanner", fmt.Sprint(i), t0.Add(time.Duration(i)*time.Millisecond))
+		scanner.observe(fmt.Sprint(i), t0.Add(time.Duration(i)*time.Millisecond), window, threshold)
 	}
-	if n := len(b.callers["scanner"].seen); n > b.cap() {
-		t.Errorf("caller holds %d buckets, cap %d", n, b.cap())
+	if n := len(scanner.Seen); n > readsCap(threshold) {
+		t.Errorf("caller holds %d buckets, cap %d", n, readsCap(threshold))
 	}
 }
 

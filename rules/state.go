@@ -33,6 +33,7 @@ type State interface {
 	// PutBucket stores the state of a bucket.
 	PutBucket(key string, s BucketState) error
 	Groups
+	Readers
 }
 
 // BucketKey is the key bucket state is stored under: account, Region and
@@ -49,6 +50,7 @@ type Memory struct {
 	mu      sync.Mutex
 	buckets map[string]BucketState
 	groups  map[string]Group
+	reads   map[string]Reads
 }
 
 // NewMemory returns an empty in-memory State.

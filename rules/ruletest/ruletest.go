@@ -25,6 +25,9 @@ type Case struct {
 	Policy yaml.Node `yaml:"policy"`
 	// CustomRules are CEL rules to judge with, as in the configuration.
 	CustomRules []CustomRule `yaml:"customRules"`
+	// Limits are the configuration's limits that shape judging; zero fields
+	// take the value Run is given.
+	Limits Limits `yaml:"limits"`
 	// Events are record files in any envelope, relative to the case file,
 	// or records written inline as YAML mappings.
 	Events []EventRef `yaml:"events"`
@@ -33,6 +36,12 @@ type Case struct {
 
 	// Path is the case file's path.
 	Path string `yaml:"-"`
+}
+
+// Limits is the limits section of a case, as in the configuration.
+type Limits struct {
+	// CustomRuleCost bounds one custom rule on one event, in CEL cost units.
+	CustomRuleCost uint64 `yaml:"customRuleCost"`
 }
 
 // CustomRule is a custom rule in a case file.

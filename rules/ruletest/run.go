@@ -22,13 +22,18 @@ func (r Result) Passed() bool { return r.Err == nil && len(r.Missing) == 0 && le
 
 // Run judges a case's events with its policy and custom rules, in the order
 // replay judges them: the record files by delivery time, then the inline
-// records; each by eventTime.
-func Run(c *Case) Result {
+// records; each by eventTime. Custom rules are compiled with the case's
+// limits.customRuleCost, else costLimit (the configuration's), else the
+// default, so a case judges as the daemon would.
+func Run(c *Case, costLimit uint64) Result {
 	res := Result{Case: c}
 	p, err := c.ResolvePolicy()
 	if err != nil {
 		res.Err = err
 		return res
+	}
+	if c.Limits.CustomRuleCost > 0 {
+		costLimit = c.Limits.CustomRuleCost
 	}
 	var compiled []*rules.Compiled
 	for _, cr := range c.CustomRules {
@@ -37,7 +42,7 @@ func Run(c *Case) Result {
 			res.Err = fmt.Errorf("%s: custom rule %s: %w", c.Path, cr.ID, err)
 			return res
 		}
-		cc, err := rules.Compile(rules.CustomRule{ID: cr.ID, Severity: sev, Summary: cr.Summary, Remediation: cr.Remediation, When: cr.When}, 0)
+		cc, err := rules.Compile(rules.CustomRule{ID: cr.ID, Severity: sev, Summary: cr.Summary, Remediation: cr.Remediation, When: cr.When}, costLimit)
 		if err != nil {
 			res.Err = fmt.Errorf("%s: %w", c.Path, err)
 			return res
@@ -50,9 +55,9 @@ func Run(c *Case) Result {
 		res.Err = fmt.Errorf("%s: %w", c.Path, err)
 		return res
 	}
-	engine.OnCustomError(func(rule string, err error) {
+	engine.OnRuleError(func(re *rules.RuleError) {
 		if res.Err == nil {
-			res.Err = fmt.Errorf("%s: custom rule %s failed: %w", c.Path, rule, err)
+			res.Err = fmt.Errorf("%s: rule %s failed on event %s: %w", c.Path, re.Rule, eventID(re.Event), re.Err)
 		}
 	})
 	judge := func(evs []*ingest.Event) error {
@@ -117,4 +122,14 @@ func Run(c *Case) Result {
 	}
 	res.Missing, res.Unexpected = Diff(c.Expect, res.Found)
 	return res
+}
+
+func eventID(ev *ingest.Event) string {
+	if ev == nil {
+		return "(none)"
+	}
+	if ev.ID != "" {
+		return ev.ID
+	}
+	return ev.Origin.String()
 }
