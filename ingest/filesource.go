@@ -31,8 +31,6 @@ type FileSource struct {
 	Logger      zerolog.Logger
 	// OnError receives unreadable records and files (for metrics).
 	OnError func(pos Position, err error)
-	// OnRead receives the stats of every file read (for metrics).
-	OnRead func(st Stats)
 }
 
 // fileMark is the checkpoint of a finished file.
@@ -144,9 +142,6 @@ func (s *FileSource) file(ctx context.Context, in Input, handle Handler) error {
 	}
 	if err != nil {
 		s.report(Position{Source: in.Path, Offset: st.Bytes}, err)
-	}
-	if s.OnRead != nil {
-		s.OnRead(st)
 	}
 	SortByTime(batch)
 	s.Logger.Debug().Str("file", in.Path).Int64("records", st.Records).Int64("events", st.Events).Msg("file read")

@@ -7,6 +7,7 @@ type Metrics struct {
 	sent, retries, deadLetters *prometheus.CounterVec
 	failed                     *prometheus.CounterVec
 	depth, oldest, full        *prometheus.GaugeVec
+	orphaned                   *prometheus.GaugeVec
 	latency                    *prometheus.HistogramVec
 }
 
@@ -28,12 +29,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Age of the oldest alert waiting for a sink."}, []string{"sink"}),
 		full: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "encwatch_outbox_full",
 			Help: "1 while a sink's outbox queue is full and sources wait."}, []string{"sink"}),
+		orphaned: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "encwatch_outbox_orphaned",
+			Help: "Alerts found at start in the queue of a sink that is no longer configured (renamed or removed); nobody sends them until `encwatch outbox move` or `drop`."}, []string{"queue"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "encwatch_delivery_latency_seconds",
 			Help:    "Time from an alert entering the outbox to its sink accepting it.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30, 120, 600}}, []string{"sink"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sent, m.failed, m.retries, m.deadLetters, m.depth, m.oldest, m.full, m.latency)
+		reg.MustRegister(m.sent, m.failed, m.retries, m.deadLetters, m.depth, m.oldest, m.full, m.orphaned, m.latency)
 	}
 	return m
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -64,13 +65,14 @@ type Entry struct {
 
 // Outbox is the durable queue of alerts per sink.
 type Outbox struct {
-	o      Options
-	mu     sync.Mutex
-	depth  map[string]int
-	wake   map[string]chan struct{}
-	room   chan struct{}
-	full   map[string]bool
-	queues map[string]Queue
+	o       Options
+	mu      sync.Mutex
+	depth   map[string]int
+	wake    map[string]chan struct{}
+	room    chan struct{}
+	full    map[string]bool
+	queues  map[string]Queue
+	orphans []QueueInfo
 }
 
 // New opens the outbox's buckets in the database and counts what waits.
@@ -112,7 +114,7 @@ func New(o Options) (*Outbox, error) {
 				return fmt.Errorf("two sinks named %q", n)
 			}
 			ob.queues[n] = q
-			ob.depth[n] = tx.Bucket(outboxBucket).Bucket([]byte(n)).Stats().KeyN
+			ob.depth[n] = count(tx.Bucket(outboxBucket).Bucket([]byte(n)))
 			ob.wake[n] = make(chan struct{}, 1)
 			o.Metrics.init(n)
 			o.Metrics.depth.WithLabelValues(n).Set(float64(ob.depth[n]))
@@ -122,8 +124,37 @@ func New(o Options) (*Outbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("outbox: %w", err)
 	}
+	if err := ob.reportOrphans(); err != nil {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
 	return ob, nil
 }
+
+// reportOrphans warns of every queue that holds alerts but belongs to no
+// configured sink (a sink renamed or removed): nobody would send them, so
+// they are named at each start and in encwatch_outbox_orphaned until
+// `encwatch outbox move` or `drop` deals with them.
+func (ob *Outbox) reportOrphans() error {
+	qs, err := ListQueues(ob.o.DB)
+	if err != nil {
+		return err
+	}
+	for _, q := range qs {
+		if _, ok := ob.queues[q.Name]; ok || q.Pending == 0 {
+			continue
+		}
+		ob.orphans = append(ob.orphans, q)
+		ob.o.Metrics.orphaned.WithLabelValues(q.Name).Set(float64(q.Pending))
+		ob.o.Logger.Warn().Str("queue", q.Name).Int("pending", q.Pending).Int("dead_letters", q.DeadLetters).
+			Msg("outbox queue of a sink that is no longer configured: its alerts are not sent; " +
+				"stop the daemon and run `encwatch outbox move --from " + q.Name + " --to SINK` (or `encwatch outbox drop --queue " + q.Name + "`)")
+	}
+	return nil
+}
+
+// Orphans returns the queues found at start that hold alerts and belong to
+// no configured sink.
+func (ob *Outbox) Orphans() []QueueInfo { return slices.Clone(ob.orphans) }
 
 // Wait blocks while any sink's queue is full. It logs once when a queue
 // fills, so that operators see why sources stopped advancing.
@@ -284,7 +315,7 @@ func (ob *Outbox) deliver(ctx context.Context, name string, drain time.Duration)
 		ob.o.Metrics.oldest.WithLabelValues(name).Set(ob.o.Now().Sub(e.Enqueued).Seconds())
 		var a alert.Alert
 		if err := json.Unmarshal(e.Alert, &a); err != nil {
-			ob.deadLetter(e, fmt.Sprintf("stored alert unreadable: %v", err), log)
+			ob.deadLetter(work, e, fmt.Sprintf("stored alert unreadable: %v", err), log)
 			continue
 		}
 		sctx, scancel := context.WithTimeout(work, ob.o.SendTimeout)
@@ -301,7 +332,7 @@ func (ob *Outbox) deliver(ctx context.Context, name string, drain time.Duration)
 		case alert.IsPermanent(err):
 			ob.o.Metrics.failed.WithLabelValues(name, "permanent").Inc()
 			e.Attempts++
-			ob.deadLetter(e, err.Error(), log)
+			ob.deadLetter(work, e, err.Error(), log)
 			backoff = ob.o.MinBackoff
 		default:
 			if work.Err() != nil {
@@ -368,7 +399,7 @@ func (ob *Outbox) delete(name string, seq uint64) error {
 	return err
 }
 
-func (ob *Outbox) deadLetter(e Entry, reason string, log zerolog.Logger) {
+func (ob *Outbox) deadLetter(ctx context.Context, e Entry, reason string, log zerolog.Logger) {
 	e.Reason, e.Failed = reason, ob.o.Now().UTC()
 	raw, _ := json.Marshal(e)
 	err := ob.o.DB.Update(func(tx *bolt.Tx) error {
@@ -384,7 +415,7 @@ func (ob *Outbox) deadLetter(e Entry, reason string, log zerolog.Logger) {
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("moving an alert to the dead letters")
-		sleep(context.Background(), time.Second)
+		sleep(ctx, time.Second)
 		return
 	}
 	ob.removed(e.Sink)

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -87,7 +88,7 @@ func Run(ctx context.Context, o Options) error {
 	pm := newPipelineMetrics(reg)
 	pm.reloads.WithLabelValues("success")
 	pm.reloads.WithLabelValues("failure")
-	engine, err := newEngine(cfg, nil, pm, log)
+	engine, err := newEngine(cfg, pm, log)
 	if err != nil {
 		return err
 	}
@@ -103,6 +104,9 @@ func Run(ctx context.Context, o Options) error {
 	reg.MustRegister(sc)
 	p := &pipeline{db: db, outbox: ob, now: time.Now, metrics: pm, state: sc, log: log.With().Str("component", "pipeline").Logger()}
 	p.engine.Store(engine)
+	if err := p.recover(ctx); err != nil {
+		return err
+	}
 	sources, err := buildSources(ctx, cfg, db, log, reg, p.metrics, engine.DataRulesOn())
 	if err != nil {
 		return err
@@ -131,8 +135,13 @@ func Run(ctx context.Context, o Options) error {
 	go func() { httpDone <- srv.run(httpCtx) }()
 	obDone := make(chan error, 1)
 	go func() { obDone <- ob.Run(deliverCtx, DrainTimeout) }()
-	go p.reloads(ctx, o, cfg, log)
-	go p.expireLoop(ctx, time.Minute)
+	// Reloads and window expiry run until the sources have stopped and are
+	// joined before the state closes.
+	bgCtx, stopBG := context.WithCancel(ctx)
+	defer stopBG()
+	var bg sync.WaitGroup
+	bg.Go(func() { p.reloads(bgCtx, o, cfg, log) })
+	bg.Go(func() { p.expireLoop(bgCtx, time.Minute) })
 
 	g, gctx := errgroup.WithContext(ctx)
 	for _, s := range sources {
@@ -163,6 +172,8 @@ func Run(ctx context.Context, o Options) error {
 			}
 		}
 	}
+	stopBG()
+	bg.Wait()
 	log.Info().Msg("stopping: sources stopped, draining the outbox")
 	srv.ready.Store(false)
 	stopDelivery()
@@ -214,6 +225,12 @@ func openState(dir string) (*bolt.DB, error) {
 func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerolog.Logger, reg prometheus.Registerer, pm *pipelineMetrics, dataEvents bool) ([]component, error) {
 	var out []component
 	cps := ingest.BoltCheckpoints{DB: db}
+	onErr := func(source string) func(ingest.Position, error) {
+		return func(pos ingest.Position, err error) {
+			pm.decodeErrors.WithLabelValues(source, ingest.ErrorReason(err)).Inc()
+			log.Warn().Err(err).Str("source", source).Str("where", pos.String()).Msg("bad input skipped")
+		}
+	}
 	if l := cfg.Sources.Lookup; l != nil {
 		var targets []lookup.Target
 		for _, region := range l.Regions {
@@ -233,7 +250,8 @@ func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerol
 			}
 		}
 		src, err := lookup.New(lookup.Options{Targets: targets, Interval: l.Interval.D(), Overlap: l.Overlap.D(), StartFrom: l.StartFrom.D(),
-			Checkpoints: cps, Logger: log.With().Str("component", "lookup").Logger(), Metrics: lookup.NewMetrics(reg)})
+			Checkpoints: cps, Limits: cfg.IngestLimits(), OnError: onErr("lookup"),
+			Logger: log.With().Str("component", "lookup").Logger(), Metrics: lookup.NewMetrics(reg)})
 		if err != nil {
 			return nil, err
 		}
@@ -245,16 +263,9 @@ func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerol
 			Logger: log.With().Str("component", "files").Logger(),
 			OnError: func(_ ingest.Position, err error) {
 				pm.decodeErrors.WithLabelValues("files", ingest.ErrorReason(err)).Inc()
-			},
-			OnRead: func(st ingest.Stats) { pm.skipped.WithLabelValues("files").Add(float64(st.Records - st.Candidates)) }}
+			}}
 		pm.init("files")
 		out = append(out, component{name: "files", run: fs.Run})
-	}
-	onErr := func(source string) func(ingest.Position, error) {
-		return func(pos ingest.Position, err error) {
-			pm.decodeErrors.WithLabelValues(source, ingest.ErrorReason(err)).Inc()
-			log.Warn().Err(err).Str("source", source).Str("where", pos.String()).Msg("bad input skipped")
-		}
 	}
 	if q := cfg.Sources.SQS; q != nil {
 		sq, s3c, err := s3sqs.NewClients(ctx, q.QueueURL)
@@ -317,26 +328,35 @@ func ready(db *bolt.DB, qs []outbox.Queue) error {
 	return nil
 }
 
-// newEngine builds the rules engine of a configuration, taking over the
-// read-burst windows of the engine it replaces (nil at start).
-func newEngine(cfg config.Config, old *rules.Engine, pm *pipelineMetrics, log zerolog.Logger) (*rules.Engine, error) {
+// newEngine builds the rules engine of a configuration.
+func newEngine(cfg config.Config, pm *pipelineMetrics, log zerolog.Logger) (*rules.Engine, error) {
 	e, err := rules.New(cfg.Policy, nil, cfg.Compiled...)
 	if err != nil {
 		return nil, err
 	}
-	e.TakeBursts(old)
 	e.OnKMSCopy(func(t string) { pm.kmsCopies.WithLabelValues(t).Inc() })
 	for _, c := range cfg.Compiled {
 		pm.customErrors.WithLabelValues(c.ID, "error")
 		pm.customErrors.WithLabelValues(c.ID, "cost")
+		pm.ruleErrors.WithLabelValues(c.ID)
 	}
-	e.OnCustomError(func(rule string, err error) {
-		reason := "error"
-		if errors.Is(err, rules.ErrCostExceeded) {
-			reason = "cost"
+	e.OnRuleError(func(re *rules.RuleError) {
+		pm.ruleErrors.WithLabelValues(re.Rule).Inc()
+		if re.Custom {
+			reason := "error"
+			if errors.Is(re.Err, rules.ErrCostExceeded) {
+				reason = "cost"
+			}
+			pm.customErrors.WithLabelValues(re.Rule, reason).Inc()
 		}
-		pm.customErrors.WithLabelValues(rule, reason).Inc()
-		log.Warn().Err(err).Str("rule", rule).Msg("custom rule failed on an event; skipped for it")
+		l := log.Warn().Str("rule", re.Rule).Str("error", re.Err.Error())
+		if ev := re.Event; ev != nil {
+			l = l.Str("event_id", ev.ID).Str("event_name", ev.Name).Str("origin", ev.Origin.String())
+		}
+		if re.Stack != nil {
+			l = l.Bytes("stack", re.Stack)
+		}
+		l.Msg("rule failed on an event; skipped for it, the event's other rules ran")
 	})
 	return e, nil
 }
@@ -378,7 +398,7 @@ func (p *pipeline) reload(path string, log zerolog.Logger) {
 	cfg, err := config.Load(path, os.Environ())
 	var e *rules.Engine
 	if err == nil {
-		e, err = newEngine(cfg, p.engine.Load(), p.metrics, log)
+		e, err = newEngine(cfg, p.metrics, log)
 	}
 	if err != nil {
 		p.metrics.reloads.WithLabelValues("failure").Inc()

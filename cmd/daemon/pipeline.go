@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +33,8 @@ type pipeline struct {
 type pipelineMetrics struct {
 	events, findings, skipped, decodeErrors *prometheus.CounterVec
 	customErrors, reloads, kmsCopies        *prometheus.CounterVec
+	ruleErrors                              *prometheus.CounterVec
+	quarantined                             *prometheus.CounterVec
 	lag                                     *prometheus.GaugeVec
 	storeSeconds                            prometheus.Histogram
 }
@@ -52,6 +56,13 @@ func newPipelineMetrics(reg prometheus.Registerer) *pipelineMetrics {
 	}
 	m.customErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_custom_rule_errors_total",
 		Help: "Custom rules that failed on an event (evaluation error or cost limit), by rule; the rule is skipped for that event."}, []string{"rule", "reason"})
+	m.ruleErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_rule_errors_total",
+		Help: "Rules, built-in or custom, that failed on an event (an error or a panic), by rule; the rule is skipped for that event, the others run."}, []string{"rule"})
+	for _, r := range rules.Catalogue {
+		m.ruleErrors.WithLabelValues(r.ID)
+	}
+	m.quarantined = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_batches_quarantined_total",
+		Help: "Batches (or the events of one) set aside instead of judged, by source: they failed to judge or store, or crashed the process twice; see encwatch quarantine list."}, []string{"source"})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_config_reloads_total",
 		Help: "Reloads of the policy and custom rules, by result (success, failure)."}, []string{"result"})
 	m.kmsCopies = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_kms_copy_requests_total",
@@ -59,7 +70,7 @@ func newPipelineMetrics(reg prometheus.Registerer) *pipelineMetrics {
 	for _, t := range []string{"directory", "general-purpose"} {
 		m.kmsCopies.WithLabelValues(t)
 	}
-	reg.MustRegister(m.events, m.findings, m.skipped, m.decodeErrors, m.lag, m.storeSeconds, m.customErrors, m.reloads, m.kmsCopies)
+	reg.MustRegister(m.events, m.findings, m.skipped, m.decodeErrors, m.lag, m.storeSeconds, m.customErrors, m.ruleErrors, m.quarantined, m.reloads, m.kmsCopies)
 	return m
 }
 
@@ -87,52 +98,76 @@ func (p *pipeline) expireLoop(ctx context.Context, every time.Duration) {
 	}
 }
 
+// storeAttempts is how often a batch whose judging or storing fails is
+// tried before it is set aside.
+const storeAttempts = 3
+
+// judgeError is a failure inside the transaction that judges and stores a
+// batch: it comes from the batch's content (a rule, a finding, a key that
+// cannot be stored), so trying again gives the same result and the batch
+// is set aside after storeAttempts. A failure to commit is the state's and
+// is not a judgeError.
+type judgeError struct {
+	err   error
+	stack []byte
+}
+
+func (e *judgeError) Error() string { return e.err.Error() }
+func (e *judgeError) Unwrap() error { return e.err }
+
 // handle is the ingest.Handler every source calls.
 func (p *pipeline) handle(ctx context.Context, b ingest.Batch) error {
 	if err := p.outbox.Wait(ctx); err != nil {
 		return err
 	}
+	return p.process(ctx, b, nil)
+}
+
+// process judges a batch and stores its findings, bucket state and
+// checkpoints in one transaction; done, when set, runs inside it too. A
+// batch that cannot be judged or stored after storeAttempts is set aside
+// in the quarantine with its checkpoints, so the source moves on; only a
+// state that cannot be written at all stops it.
+func (p *pipeline) process(ctx context.Context, b ingest.Batch, done func(*bolt.Tx) error) error {
 	start := time.Now()
-	now := p.now()
-	var found []rules.Finding
-	engine := p.engine.Load() // one policy for the whole batch, even during a reload
-	err := p.db.Update(func(tx *bolt.Tx) error {
-		found = found[:0]
-		st := rules.TxState{Tx: tx}
-		if b.Source == timerSource {
-			// Close the windows of grouped rules that a quiet stream left
-			// open; the slack lets late events still join their window.
-			fs, err := engine.Expire(st, now.Add(-windowSlack))
-			if err != nil {
-				return err
-			}
-			for _, f := range fs {
-				if _, err := p.outbox.Put(tx, alert.New(f, now)); err != nil {
-					return fmt.Errorf("outbox: %w", err)
-				}
-			}
-			found = append(found, fs...)
+	var mark []byte
+	if len(b.Events) > 0 {
+		var err error
+		if mark, err = markInflight(p.db, b, p.now()); err != nil {
+			return fmt.Errorf("storing a batch of %d events from %s: %w", len(b.Events), b.Source, err)
 		}
-		for _, ev := range b.Events {
-			fs, err := engine.EvaluateIn(st, ev)
-			if err != nil {
-				return err
-			}
-			for _, f := range fs {
-				if _, err := p.outbox.Put(tx, alert.New(f, now)); err != nil {
-					return fmt.Errorf("outbox: %w", err)
-				}
-			}
-			found = append(found, fs...)
+	}
+	var res stored
+	var err error
+	for attempt := 1; ; attempt++ {
+		res, err = p.store(b, mark, done)
+		var je *judgeError
+		if err == nil || !errors.As(err, &je) || b.Source == timerSource || attempt == storeAttempts || ctx.Err() != nil {
+			break
 		}
-		return ingest.PutCheckpoints(tx, b.Checkpoints)
-	})
+		p.log.Warn().Err(err).Str("source", b.Source).Str("origin", batchOrigin(b.Events)).Int("attempt", attempt).
+			Msg("judging or storing a batch failed; trying again")
+		sleepCtx(ctx, time.Duration(attempt)*100*time.Millisecond)
+	}
+	var je *judgeError
+	if errors.As(err, &je) && b.Source != timerSource {
+		id, qerr := p.setAside(b, mark, done, reasonStoreFailed, err)
+		if qerr != nil {
+			return fmt.Errorf("storing a batch of %d events from %s: %w (and setting it aside failed: %v)", len(b.Events), b.Source, err, qerr)
+		}
+		p.quarantined(b.Source, id, reasonStoreFailed, b.Events, err, je.stack)
+		res, err = stored{checkpointed: len(b.Checkpoints) > 0}, nil
+	}
 	if err != nil {
 		return fmt.Errorf("storing a batch of %d events from %s: %w", len(b.Events), b.Source, err)
 	}
+	if len(res.aside) > 0 {
+		p.quarantined(b.Source, res.asideID, reasonCrashed, res.aside, errors.New("in flight at two crashes of encwatch"), nil)
+	}
 	p.metrics.storeSeconds.Observe(time.Since(start).Seconds())
+	p.metrics.skipped.WithLabelValues(b.Source).Add(float64(b.Stats.Records - b.Stats.Candidates))
 	var newest time.Time
-	for _, ev := range b.Events {
+	for _, ev := range res.judged {
 		p.metrics.events.WithLabelValues(b.Source, ev.Name).Inc()
 		if ev.Time.After(newest) {
 			newest = ev.Time
@@ -142,12 +177,175 @@ func (p *pipeline) handle(ctx context.Context, b ingest.Batch) error {
 		p.metrics.lag.WithLabelValues(b.Source).Set(float64(newest.Unix()))
 	}
 	if p.state != nil {
-		p.state.observe(b.Source, newest, len(b.Checkpoints) > 0)
+		p.state.observe(b.Source, newest, res.checkpointed)
 	}
-	for _, f := range found {
+	for _, f := range res.found {
 		p.metrics.findings.WithLabelValues(f.Rule, f.Severity.String()).Inc()
 	}
 	return nil
+}
+
+// stored is what one transaction of process stored.
+type stored struct {
+	found        []rules.Finding
+	judged       []*ingest.Event
+	aside        []*ingest.Event // suspects set aside instead of judged
+	asideID      uint64
+	checkpointed bool
+}
+
+// store is one try at judging and storing a batch.
+func (p *pipeline) store(b ingest.Batch, mark []byte, done func(*bolt.Tx) error) (stored, error) {
+	now := p.now()
+	engine := p.engine.Load() // one policy for the whole batch, even during a reload
+	var res stored
+	err := p.db.Update(func(tx *bolt.Tx) (err error) {
+		res = stored{}
+		defer func() {
+			if r := recover(); r != nil {
+				err = &judgeError{err: fmt.Errorf("panic: %v", r), stack: debug.Stack()}
+			} else if err != nil {
+				err = &judgeError{err: err}
+			}
+		}()
+		st := rules.TxState{Tx: tx}
+		put := func(fs []rules.Finding) error {
+			for _, f := range fs {
+				if _, err := p.outbox.Put(tx, alert.New(f, now)); err != nil {
+					return fmt.Errorf("outbox: %w", err)
+				}
+			}
+			res.found = append(res.found, fs...)
+			return nil
+		}
+		if b.Source == timerSource {
+			// Close the windows of grouped rules that a quiet stream left
+			// open; the slack lets late events still join their window.
+			fs, err := engine.Expire(st, now.Add(-windowSlack))
+			if err != nil {
+				return err
+			}
+			if err := put(fs); err != nil {
+				return err
+			}
+		}
+		crashes := crashCounts(tx, b.Events)
+		for _, ev := range b.Events {
+			if crashes[ev.Digest] >= maxCrashes {
+				res.aside = append(res.aside, ev)
+				continue
+			}
+			fs, err := engine.EvaluateIn(st, ev)
+			if err != nil {
+				return err
+			}
+			if err := put(fs); err != nil {
+				return err
+			}
+			res.judged = append(res.judged, ev)
+		}
+		if len(res.aside) > 0 {
+			id, err := putQuarantine(tx, Quarantined{Source: b.Source, Origin: batchOrigin(res.aside), Reason: reasonCrashed,
+				Error: "in flight at two crashes of encwatch", At: now.UTC(), Events: res.aside})
+			if err != nil {
+				return err
+			}
+			res.asideID = id
+		}
+		if crashes != nil {
+			if err := clearSuspects(tx, b.Events); err != nil {
+				return err
+			}
+		}
+		if err := finish(tx, mark, done); err != nil {
+			return err
+		}
+		res.checkpointed = len(b.Checkpoints) > 0
+		return ingest.PutCheckpoints(tx, b.Checkpoints)
+	})
+	return res, err
+}
+
+// finish removes a batch's inflight mark and runs the caller's step, in the
+// transaction that stores the batch.
+func finish(tx *bolt.Tx, mark []byte, done func(*bolt.Tx) error) error {
+	if mark != nil {
+		if bk := tx.Bucket(inflightBucket); bk != nil {
+			if err := bk.Delete(mark); err != nil {
+				return err
+			}
+		}
+	}
+	if done != nil {
+		return done(tx)
+	}
+	return nil
+}
+
+// setAside stores a batch that could not be judged in the quarantine, with
+// its checkpoints, so that its source moves on.
+func (p *pipeline) setAside(b ingest.Batch, mark []byte, done func(*bolt.Tx) error, reason string, cause error) (uint64, error) {
+	var id uint64
+	err := p.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		id, err = putQuarantine(tx, Quarantined{Source: b.Source, Origin: batchOrigin(b.Events), Reason: reason, Error: cause.Error(),
+			At: p.now().UTC(), Events: b.Events})
+		if err != nil {
+			return err
+		}
+		if err := finish(tx, mark, done); err != nil {
+			return err
+		}
+		return ingest.PutCheckpoints(tx, b.Checkpoints)
+	})
+	return id, err
+}
+
+// quarantined counts and logs events set aside.
+func (p *pipeline) quarantined(source string, id uint64, reason string, evs []*ingest.Event, cause error, stack []byte) {
+	p.metrics.quarantined.WithLabelValues(source).Inc()
+	l := p.log.Error().Str("source", source).Str("quarantine_id", idString(id)).Str("reason", reason).
+		Str("origin", batchOrigin(evs)).Int("events", len(evs)).Str("error", cause.Error())
+	if stack != nil {
+		l = l.Bytes("stack", stack)
+	}
+	l.Msg("batch set aside in the quarantine; the source moves on (encwatch quarantine list|retry|drop)")
+}
+
+// retryQuarantined judges again, once, the quarantined batches an operator
+// marked with `encwatch quarantine retry`. Each leaves the quarantine in
+// the transaction that stores it; one that fails again goes back to it.
+func (p *pipeline) retryQuarantined(ctx context.Context) error {
+	qs, err := retries(p.db)
+	if err != nil {
+		return fmt.Errorf("reading the quarantine: %w", err)
+	}
+	for _, q := range qs {
+		if ctx.Err() != nil {
+			return nil
+		}
+		key := seqKey(q.ID)
+		done := func(tx *bolt.Tx) error {
+			if bk := tx.Bucket(quarantineBucket); bk != nil {
+				return bk.Delete(key)
+			}
+			return nil
+		}
+		p.log.Info().Str("quarantine_id", idString(q.ID)).Int("events", len(q.Events)).Str("origin", q.Origin).Msg("judging a quarantined batch again")
+		if err := p.process(ctx, ingest.Batch{Source: quarantineSource, Events: q.Events}, done); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 // init creates a source's series at zero, so that dashboards and alerts
@@ -157,6 +355,7 @@ func (m *pipelineMetrics) init(source string) {
 		m.events.WithLabelValues(source, name)
 	}
 	m.skipped.WithLabelValues(source)
+	m.quarantined.WithLabelValues(source)
 	m.decodeErrors.WithLabelValues(source, "syntax")
 	for _, r := range rules.Catalogue {
 		m.findings.WithLabelValues(r.ID, r.Severity.String())

@@ -168,3 +168,19 @@ func SASLMechanism(ctx context.Context, s config.SASL) (sasl.Mechanism, error) {
 	}
 	return nil, fmt.Errorf("unknown mechanism %q", s.Mechanism)
 }
+
+// SinkNames returns the outbox queue names the configuration's sinks own,
+// without building the sinks (no connection, no secret read).
+func SinkNames(cfg config.Config) []string {
+	var names []string
+	if cfg.Sinks.Stdout != nil {
+		names = append(names, "stdout")
+	}
+	if cfg.Sinks.Kafka != nil {
+		names = append(names, "kafka")
+	}
+	for _, w := range cfg.Sinks.Webhooks {
+		names = append(names, "webhook:"+w.Name)
+	}
+	return names
+}

@@ -32,9 +32,11 @@ Usage:
   encwatch run --config FILE
   encwatch healthcheck [--config FILE | --addr HOST:PORT]
   encwatch deadletter list|retry [--config FILE] [--sink NAME] [--seq N]
+  encwatch outbox list|move|drop [--config FILE] [--from Q --to Q | --queue Q]
+  encwatch quarantine list|retry|drop [--config FILE] [--id N]
   encwatch replay [--config FILE] [--format text|json] [--fail-on SEVERITY] PATH...
   encwatch rules [--config FILE]
-  encwatch rules test CASE.yaml...
+  encwatch rules test [--config FILE] CASE.yaml...
   encwatch config check FILE
   encwatch config keys
   encwatch version
@@ -58,6 +60,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return healthcheckCmd(rest, stdout, stderr)
 	case "deadletter":
 		return deadletterCmd(rest, stdout, stderr)
+	case "outbox":
+		return outboxCmd(rest, stdout, stderr)
+	case "quarantine":
+		return quarantineCmd(rest, stdout, stderr)
 	case "replay":
 		return replayCmd(ctx, rest, stdin, stdout, stderr)
 	case "rules":

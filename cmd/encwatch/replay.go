@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -78,11 +80,6 @@ func replayCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
-	engine.OnCustomError(func(rule string, err error) {
-		if !o.quiet {
-			fmt.Fprintf(stderr, "encwatch: custom rule %s failed: %v\n", rule, err)
-		}
-	})
 	inputs, err := ingest.Expand(fs.Args())
 	if err != nil {
 		fmt.Fprintf(stderr, "encwatch replay: %v\n", err)
@@ -99,7 +96,9 @@ func replayCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	} else {
 		w = alert.NewTextWriter(stdout)
 	}
-	r := &replayer{engine: engine, state: state, out: w, stderr: stderr, quiet: o.quiet, failOn: failOn, bySev: map[rules.Severity]int{}}
+	r := &replayer{engine: engine, state: state, out: w, stderr: stderr, quiet: o.quiet, failOn: failOn, bySev: map[rules.Severity]int{},
+		ruleErrors: map[string]int{}}
+	engine.OnRuleError(r.ruleFailed)
 	return r.run(ctx, inputs, o.workers, cfg.IngestLimits())
 }
 
@@ -115,6 +114,35 @@ type replayer struct {
 	failed   bool
 	errLines int
 	progress progress
+	// ruleErrors counts, by rule, the events a rule failed on.
+	ruleErrors map[string]int
+}
+
+// ruleFailed reports a rule that failed on an event: the first few with
+// where the event came from (and the stack of a panic), all in the summary.
+func (r *replayer) ruleFailed(re *rules.RuleError) {
+	r.ruleErrors[re.Rule]++
+	r.errLines++
+	if r.quiet || r.errLines > maxErrorLines {
+		return
+	}
+	where := "closing a window"
+	if re.Event != nil {
+		where = "event " + firstNonEmpty(re.Event.ID, "(no eventID)") + " at " + re.Event.Origin.String()
+	}
+	fmt.Fprintf(r.stderr, "encwatch: rule %s failed on %s: %v\n", re.Rule, where, re.Err)
+	if re.Stack != nil {
+		fmt.Fprintf(r.stderr, "%s\n", re.Stack)
+	}
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }
 
 type progress struct {
@@ -213,6 +241,13 @@ func (r *replayer) summary(files int, st ingest.Stats, d time.Duration) {
 	mb := float64(st.Bytes) / 1e6
 	fmt.Fprintf(r.stderr, "encwatch replay: %d files, %.1f MB decompressed, %d records, %d encryption events, %d findings%s, %d unreadable in %.2fs (%.0f MB/s)\n",
 		files, mb, st.Records, st.Events, r.findings, sevs, st.Errors, d.Seconds(), mb/max(d.Seconds(), 1e-9))
+	if len(r.ruleErrors) > 0 {
+		var parts []string
+		for _, id := range slices.Sorted(maps.Keys(r.ruleErrors)) {
+			parts = append(parts, fmt.Sprintf("%s %d", id, r.ruleErrors[id]))
+		}
+		fmt.Fprintf(r.stderr, "encwatch replay: rule errors (rule skipped for those events, the others ran): %s\n", strings.Join(parts, ", "))
+	}
 	if r.errLines > maxErrorLines {
 		fmt.Fprintf(r.stderr, "encwatch replay: %d more bad-input lines not shown\n", r.errLines-maxErrorLines)
 	}

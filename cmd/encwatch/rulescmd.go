@@ -53,8 +53,24 @@ func rulesCmd(args []string, stdout, stderr io.Writer) int {
 // rulesTestCmd runs rule test cases written as data and prints a pass/fail
 // table; exit 1 when a case fails, 2 when one cannot run.
 func rulesTestCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("rules test", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "take limits (customRuleCost) from this configuration `FILE`; a case's own limits win")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: encwatch rules test [--config FILE] CASE.yaml...")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	args = fs.Args()
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: encwatch rules test CASE.yaml...")
+		fs.Usage()
+		return exitUsage
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
 		return exitUsage
 	}
 	failed, broken := 0, 0
@@ -65,7 +81,7 @@ func rulesTestCmd(args []string, stdout, stderr io.Writer) int {
 			broken++
 			continue
 		}
-		res := ruletest.Run(c)
+		res := ruletest.Run(c, cfg.Limits.CustomRuleCost)
 		switch {
 		case res.Err != nil:
 			fmt.Fprintf(stdout, "ERROR %-36s %s\n      %v\n", c.Name, path, res.Err)

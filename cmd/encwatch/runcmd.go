@@ -13,8 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/encwatch/encwatch/alert/outbox"
 	"github.com/encwatch/encwatch/cmd/daemon"
 )
@@ -113,15 +111,8 @@ func deadletterCmd(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args[1:]); err != nil {
 		return exitUsage
 	}
-	cfg, err := loadConfig(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitUsage
-	}
-	path := cfg.State.Dir + "/encwatch.db"
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 10 * time.Second})
-	if err != nil {
-		fmt.Fprintf(stderr, "encwatch deadletter: opening %s: %v (a running daemon holds the state: stop it first)\n", path, err)
+	db, _, ok := openStateDB("deadletter", *cfgPath, stderr)
+	if !ok {
 		return 1
 	}
 	defer db.Close()

@@ -125,7 +125,17 @@ func (s *Source) decode(msgs []kafka.Message) ingest.Batch {
 			Source: fmt.Sprintf("kafka://%s/%d/%d", m.Topic, m.Partition, m.Offset), DataEvents: s.o.DataEvents, Limits: s.o.Limits, OnError: s.o.OnError,
 			OnEvent: func(ev *ingest.Event) error { b.Events = append(b.Events, ev); return nil },
 		}
-		st, _ := dec.Decode(bytes.NewReader(m.Value))
+		st, err := dec.Decode(bytes.NewReader(m.Value))
+		if err != nil {
+			// The message itself is broken (truncated gzip, too large): what
+			// it held before the fault is judged, the fault reported.
+			st.Errors++
+			pos := ingest.Position{Source: dec.Source, Offset: st.Bytes}
+			s.o.Logger.Warn().Err(err).Str("where", pos.String()).Msg("Kafka message unreadable past this point")
+			if s.o.OnError != nil {
+				s.o.OnError(pos, err)
+			}
+		}
 		b.Stats.Add(st)
 	}
 	ingest.SortByTime(b.Events)

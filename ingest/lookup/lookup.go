@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -64,7 +65,13 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the retry delay (default 1s, 30s).
 	MinBackoff, MaxBackoff time.Duration
 	Checkpoints            ingest.Checkpoints
-	Logger                 zerolog.Logger
+	// Limits bound each CloudTrailEvent as they bound a record of a file
+	// (record size, nesting, invalid UTF-8): LookupEvents returns what
+	// the caller of the API wrote.
+	Limits ingest.Limits
+	// OnError receives each CloudTrailEvent that could not be read.
+	OnError func(pos ingest.Position, err error)
+	Logger  zerolog.Logger
 	Metrics                *Metrics
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -246,19 +253,23 @@ func (p *poller) page(ctx context.Context, events []types.Event) error {
 		if _, seen := p.cp.Seen[id]; seen {
 			continue
 		}
-		ev, err := ingest.DecodeRecord([]byte(aws.ToString(e.CloudTrailEvent)))
-		if err != nil {
-			p.o.Metrics.decodeErrors.WithLabelValues(p.t.Region).Inc()
-			p.log.Error().Err(err).Str("event_id", id).Msg("CloudTrailEvent unreadable; skipped")
-			continue
-		}
-		ev.Origin = ingest.Position{Source: "lookup/" + p.t.Account + "/" + p.t.Region + "/" + id}
-		t := ev.Time
-		if t.IsZero() {
-			t = aws.ToTime(e.EventTime)
+		origin := "lookup/" + p.t.Account + "/" + p.t.Region + "/" + id
+		ev, err := p.decode(origin, aws.ToString(e.CloudTrailEvent))
+		t := aws.ToTime(e.EventTime)
+		if ev != nil && !ev.Time.IsZero() {
+			t = ev.Time
 		}
 		p.cp.Seen[id] = t.Unix()
-		if ev.IsEncryptionEvent() {
+		if err != nil {
+			p.o.Metrics.decodeErrors.WithLabelValues(p.t.Region).Inc()
+			if p.o.OnError != nil {
+				p.o.OnError(ingest.Position{Source: origin}, err)
+			} else {
+				p.log.Error().Err(err).Str("event_id", id).Str("where", origin).Msg("CloudTrailEvent unreadable; skipped")
+			}
+			continue
+		}
+		if ev != nil && ev.IsEncryptionEvent() {
 			batch = append(batch, ev)
 			p.o.Metrics.events.WithLabelValues(p.t.Region, ev.Name).Inc()
 		}
@@ -268,6 +279,29 @@ func (p *poller) page(ctx context.Context, events []types.Event) error {
 	}
 	ingest.SortByTime(batch)
 	return p.commit(ctx, batch)
+}
+
+// decode reads one CloudTrailEvent through the same decoder, and so the
+// same limits, as a record of a trail file. It returns nil, nil for a
+// record that is not an encryption event.
+func (p *poller) decode(origin, raw string) (*ingest.Event, error) {
+	var ev *ingest.Event
+	var bad error
+	dec := ingest.Decoder{Source: origin, Limits: p.o.Limits,
+		OnEvent: func(e *ingest.Event) error { ev = e; return nil },
+		OnError: func(_ ingest.Position, err error) {
+			if bad == nil {
+				bad = err
+			}
+		}}
+	if _, err := dec.Decode(strings.NewReader(raw)); err != nil && bad == nil {
+		bad = err
+	}
+	if ev != nil {
+		ev.Origin = ingest.Position{Source: origin}
+		return ev, nil
+	}
+	return nil, bad
 }
 
 func (p *poller) commit(ctx context.Context, events []*ingest.Event) error {
