@@ -212,3 +212,31 @@ func TestDeepNesting(t *testing.T) {
 		t.Errorf("events %q errors %v", ids(evs), errs)
 	}
 }
+
+// TestBucketKeyEnabledOnlyTrue: only JSON true and the string "true" turn
+// the Bucket Key on; anything else S3 would not read as true leaves it off,
+// so bucket-key-disabled is not silenced.
+func TestBucketKeyEnabledOnlyTrue(t *testing.T) {
+	for _, tc := range []struct {
+		value   string
+		on, set bool
+	}{
+		{`true`, true, true}, {`"true"`, true, true}, {`"tru\u0065"`, true, true},
+		{`false`, false, true}, {`"false"`, false, true}, {`"TRUE"`, false, true}, {`"True"`, false, true},
+		{`"t"`, false, true}, {`"1"`, false, true}, {`1`, false, true}, {`" true"`, false, true}, {`"true "`, false, true},
+		{`null`, false, false}, {`{}`, false, true},
+	} {
+		t.Run(tc.value, func(t *testing.T) {
+			rec := `{"eventSource":"s3.amazonaws.com","eventName":"PutBucketEncryption","requestParameters":{"bucketName":"b",` +
+				`"ServerSideEncryptionConfiguration":{"Rule":{"ApplyServerSideEncryptionByDefault":{"SSEAlgorithm":"aws:kms"},"BucketKeyEnabled":` + tc.value + `}}}}`
+			ev, err := ingest.DecodeRecord([]byte(rec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := ev.Encryption.Rules[0]
+			if r.BucketKeyEnabled != tc.on || r.BucketKeySet != tc.set {
+				t.Errorf("BucketKeyEnabled %s: on %v set %v, want on %v set %v", tc.value, r.BucketKeyEnabled, r.BucketKeySet, tc.on, tc.set)
+			}
+		})
+	}
+}

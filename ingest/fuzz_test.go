@@ -56,6 +56,38 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
+// FuzzDecodeDataEvents is FuzzDecode with data events on: the data-event
+// prefilter and fields (request headers, SSEApplied, copy source) must take
+// any input, and every event emitted must be an encryption or data event.
+func FuzzDecodeDataEvents(f *testing.F) {
+	addSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := ingest.Decompress(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		var n int64
+		d := ingest.Decoder{
+			Source: "fuzz", DataEvents: true,
+			Limits: ingest.Limits{MaxRecordBytes: 64 << 10, MaxInputBytes: 4 << 20},
+			OnEvent: func(ev *ingest.Event) error {
+				n++
+				if !ev.IsEncryptionEvent() && !ev.IsDataEvent() {
+					t.Fatalf("emitted an event that is neither: %s %s", ev.Source, ev.Name)
+				}
+				_ = ev.Object.Overrides()
+				_ = ev.Object.KMS()
+				return nil
+			},
+			OnError: func(ingest.Position, error) {},
+		}
+		st, _ := d.Decode(r)
+		if st.Events != n {
+			t.Fatalf("inconsistent stats %+v (emitted %d)", st, n)
+		}
+	})
+}
+
 // FuzzDecodeRecord decodes arbitrary bytes as one record.
 func FuzzDecodeRecord(f *testing.F) {
 	addSeeds(f)

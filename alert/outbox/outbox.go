@@ -403,7 +403,10 @@ func (ob *Outbox) deadLetter(ctx context.Context, e Entry, reason string, log ze
 	e.Reason, e.Failed = reason, ob.o.Now().UTC()
 	raw, _ := json.Marshal(e)
 	err := ob.o.DB.Update(func(tx *bolt.Tx) error {
-		dl := tx.Bucket(deadLetterBucket).Bucket([]byte(e.Sink))
+		dl, err := tx.Bucket(deadLetterBucket).CreateBucketIfNotExists([]byte(e.Sink))
+		if err != nil {
+			return err
+		}
 		seq, err := dl.NextSequence()
 		if err != nil {
 			return err

@@ -157,3 +157,49 @@ func TestBackPressure(t *testing.T) {
 		t.Fatal("Wait did not return after the sink drained the queue")
 	}
 }
+
+// TestStopWhileDeadLetteringFails: when moving an alert to the dead letters
+// fails (here the sink's dead-letter bucket cannot be opened), the worker
+// retries after a pause that ends with the worker's context, so a stop is
+// not held up by it; and it panics on nothing.
+func TestStopWhileDeadLetteringFails(t *testing.T) {
+	db := openDB(t)
+	sink := &scripted{reject: map[string]bool{"1": true}}
+	ob, err := New(Options{DB: db, Queues: []Queue{{Sink: sink}}, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A key where the sink's dead-letter bucket belongs: every move fails.
+	if err := db.Update(func(tx *bolt.Tx) error {
+		root := tx.Bucket(deadLetterBucket)
+		if err := root.DeleteBucket([]byte("scripted")); err != nil {
+			return err
+		}
+		return root.Put([]byte("scripted"), []byte("x"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	put(t, db, ob, "1")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ob.Run(ctx, 0); close(done) }()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		sink.mu.Lock()
+		n := sink.attempts
+		sink.mu.Unlock()
+		if n >= 1 {
+			break
+		}
+	}
+	time.Sleep(20 * time.Millisecond) // the worker is in its pause now
+	stopped := time.Now()
+	cancel()
+	<-done
+	// The pause is a second; a worker that waits it out ignored its context.
+	if d := time.Since(stopped); d > 700*time.Millisecond {
+		t.Errorf("Run took %s to stop while dead-lettering failed", d)
+	}
+	if ob.Depth("scripted") != 1 {
+		t.Errorf("the alert left the outbox without reaching the dead letters")
+	}
+}

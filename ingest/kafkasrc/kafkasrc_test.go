@@ -1,9 +1,12 @@
 package kafkasrc_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -107,5 +110,70 @@ func TestGroupSurvivesAConsumerDying(t *testing.T) {
 	}
 	if missing > 0 || batchesA < 3 {
 		t.Errorf("%d of %d events never stored (consumer A handled %d batches)", missing, len(want), batchesA)
+	}
+}
+
+// TestBrokenMessageReported: a message whose gzip stream is cut short is
+// reported with where it came from (it used to vanish without a word), and
+// the next message goes through; the batch's stats count the records read
+// for the skipped metric.
+func TestBrokenMessageReported(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "cloudtrail"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	prod, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic("cloudtrail"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(`{"Records":[` + record("before-cut") + `,` + record("after-cut") + `]}`))
+	zw.Close()
+	cut := gz.Bytes()[:gz.Len()-12] // the trailer and the end of the stream
+	for _, v := range [][]byte{cut, []byte(record("next"))} {
+		if err := prod.ProduceSync(context.Background(), &kgo.Record{Value: v}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var reported []string
+	got := map[string]bool{}
+	var records int64
+	src, err := kafkasrc.New(kafkasrc.Options{Brokers: c.ListenAddrs(), Topic: "cloudtrail", Group: "g", Logger: zerolog.Nop(),
+		OnError: func(pos ingest.Position, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			reported = append(reported, pos.Source+": "+ingest.ErrorReason(err))
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	src.Run(ctx, func(_ context.Context, b ingest.Batch) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range b.Events {
+			got[e.ID] = true
+		}
+		records += b.Stats.Records
+		if got["next"] {
+			cancel()
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if !got["next"] {
+		t.Fatalf("the message after the broken one was not read: %v", got)
+	}
+	if len(reported) != 1 || !strings.HasPrefix(reported[0], "kafka://cloudtrail/0/0") {
+		t.Errorf("reported %v, want the broken message at kafka://cloudtrail/0/0", reported)
+	}
+	if records < 1 {
+		t.Errorf("batch stats counted %d records", records)
 	}
 }

@@ -72,7 +72,7 @@ type Options struct {
 	// OnError receives each CloudTrailEvent that could not be read.
 	OnError func(pos ingest.Position, err error)
 	Logger  zerolog.Logger
-	Metrics                *Metrics
+	Metrics *Metrics
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -223,5 +224,53 @@ func TestThrottlingSurvived(t *testing.T) {
 	}
 	if _, throttled := emu.Stats(); throttled == 0 {
 		t.Error("the emulator throttled nothing: the test did not test throttling")
+	}
+}
+
+// TestCloudTrailEventWithinLimits: each CloudTrailEvent goes through the
+// same limits as a record of a trail file. One too large and one nested
+// too deep are reported under their reasons and not handed on; the good
+// one is, and every one is marked seen so it is not fetched again.
+func TestCloudTrailEventWithinLimits(t *testing.T) {
+	emu := emulator(t)
+	now := time.Now()
+	big := rec("too-big", ingest.PutBucketEncryption, "b-"+strings.Repeat("x", 5000), now.Add(-time.Minute))
+	deep := []byte(strings.Replace(string(rec("too-deep", ingest.PutBucketEncryption, "b-deep", now.Add(-time.Minute))),
+		`"Host":"x"`, `"Host":"x","n":`+strings.Repeat("[", 100)+strings.Repeat("]", 100), 1))
+	for _, r := range [][]byte{big, deep, rec("good", ingest.DeleteBucketEncryption, "b-good", now.Add(-time.Minute))} {
+		if err := emu.AddRecord("111122223333", "us-east-1", r, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	reasons := map[string]string{}
+	c := &collector{events: map[string]int{}, cps: map[string][]byte{}}
+	tg, err := lookup.NewTarget(context.Background(), "us-east-1", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := lookup.New(lookup.Options{Targets: []lookup.Target{tg}, Interval: 200 * time.Millisecond, Checkpoints: c, Logger: zerolog.Nop(),
+		Limits: ingest.Limits{MaxRecordBytes: 4096, MaxNesting: 32},
+		OnError: func(pos ingest.Position, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			reasons[pos.Source[strings.LastIndex(pos.Source, "/")+1:]] = ingest.ErrorReason(err)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := src.Run(ctx, c.handle); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := c.count()
+	if got["good"] != 1 || got["too-big"] != 0 || got["too-deep"] != 0 {
+		t.Errorf("handed on %v", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if reasons["too-big"] != "too_large" || reasons["too-deep"] != "too_deep" || len(reasons) != 2 {
+		t.Errorf("reported %v, want too-big too_large and too-deep too_deep, once each", reasons)
 	}
 }
