@@ -15,6 +15,11 @@ var (
 	ErrNotObject    = errors.New("record is not a JSON object")
 	ErrUnknownShape = errors.New("unknown JSON shape")
 	ErrLayout       = errors.New("not in CloudTrail's compact layout")
+	// ErrNotRecord means a JSON object was read but it is not a CloudTrail record.
+	ErrNotRecord     = errors.New("not a CloudTrail record (no eventSource or eventName)")
+	ErrInputTooLarge = errors.New("input decompresses past the limit")
+	ErrTooManyRules  = errors.New("too many encryption rules in one request")
+	ErrInvalidUTF8   = errors.New("record holds invalid UTF-8")
 )
 
 // ErrorReason names the kind of a bad-input error for a metric label:

@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"errors"
 	"fmt"
 	"io"
 )
@@ -26,13 +25,6 @@ const (
 	DefaultMaxInputBytes = 4 << 30
 	DefaultMaxNesting    = 64
 	DefaultMaxRules      = 100
-)
-
-// More kinds of bad input.
-var (
-	ErrInputTooLarge = errors.New("input decompresses past the limit")
-	ErrTooManyRules  = errors.New("too many encryption rules in one request")
-	ErrInvalidUTF8   = errors.New("record holds invalid UTF-8")
 )
 
 func (l Limits) withDefaults() Limits {

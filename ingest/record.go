@@ -77,9 +77,6 @@ type rawResource struct {
 	AccountID text `json:"accountId"`
 }
 
-// ErrNotRecord means a JSON object was read but it is not a CloudTrail record.
-var ErrNotRecord = errors.New("not a CloudTrail record (no eventSource or eventName)")
-
 // DecodeRecord decodes one CloudTrail record and normalises it. It does not
 // judge whether the record is an encryption event; see Event.IsEncryptionEvent.
 func DecodeRecord(raw []byte) (*Event, error) { return decodeRecord(raw, DefaultMaxRules) }

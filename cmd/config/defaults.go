@@ -4,27 +4,30 @@ import (
 	"time"
 
 	"github.com/encwatch/encwatch/ingest"
+	"github.com/encwatch/encwatch/ingest/filesrc"
+	"github.com/encwatch/encwatch/ingest/lookup"
+	"github.com/encwatch/encwatch/ingest/s3sqs"
 	"github.com/encwatch/encwatch/rules"
 )
 
 func applySectionDefaults(c *Config) {
 	if l := c.Sources.Lookup; l != nil {
-		setDur(&l.Interval, 30*time.Second)
-		setDur(&l.Overlap, 20*time.Minute)
-		setDur(&l.StartFrom, 24*time.Hour)
+		setDur(&l.Interval, lookup.DefaultInterval)
+		setDur(&l.Overlap, lookup.DefaultOverlap)
+		setDur(&l.StartFrom, lookup.DefaultStartFrom)
 	}
 	if s := c.Sources.SQS; s != nil {
 		if s.Workers == 0 {
-			s.Workers = 4
+			s.Workers = s3sqs.DefaultWorkers
 		}
 		if s.MaxReceives == 0 {
-			s.MaxReceives = 5
+			s.MaxReceives = s3sqs.DefaultMaxReceives
 		}
-		setDur(&s.Visibility, 60*time.Second)
-		setDur(&s.WaitTime, 20*time.Second)
+		setDur(&s.Visibility, s3sqs.DefaultVisibility)
+		setDur(&s.WaitTime, s3sqs.DefaultWaitTime)
 	}
 	if f := c.Sources.Files; f != nil {
-		setDur(&f.Interval, 5*time.Second)
+		setDur(&f.Interval, filesrc.DefaultPollInterval)
 	}
 	setDur(&c.Reload.Interval, 5*time.Second)
 	if c.Limits.CustomRuleCost == 0 {

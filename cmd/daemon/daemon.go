@@ -24,6 +24,7 @@ import (
 	"github.com/encwatch/encwatch/alert/outbox"
 	"github.com/encwatch/encwatch/cmd/config"
 	"github.com/encwatch/encwatch/ingest"
+	"github.com/encwatch/encwatch/ingest/filesrc"
 	"github.com/encwatch/encwatch/ingest/kafkasrc"
 	"github.com/encwatch/encwatch/ingest/lookup"
 	"github.com/encwatch/encwatch/ingest/s3sqs"
@@ -259,7 +260,7 @@ func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerol
 		pm.init("lookup")
 	}
 	if f := cfg.Sources.Files; f != nil {
-		fs := &ingest.FileSource{Paths: f.Paths, Watch: f.Watch, PollInterval: f.Interval.D(), Limits: cfg.IngestLimits(), DataEvents: dataEvents, Checkpoints: cps,
+		fs := &filesrc.Source{Paths: f.Paths, Watch: f.Watch, PollInterval: f.Interval.D(), Limits: cfg.IngestLimits(), DataEvents: dataEvents, Checkpoints: cps,
 			Logger: log.With().Str("component", "files").Logger(),
 			OnError: func(_ ingest.Position, err error) {
 				pm.decodeErrors.WithLabelValues("files", ingest.ErrorReason(err)).Inc()

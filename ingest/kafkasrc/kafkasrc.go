@@ -102,8 +102,7 @@ func (s *Source) Run(ctx context.Context, handle ingest.Handler) error {
 			msgs = append(msgs, m)
 		}
 		cancel()
-		batch := s.decode(msgs)
-		if err := handle(ctx, batch); err != nil {
+		if err := s.decode(ctx, msgs, handle); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -117,15 +116,20 @@ func (s *Source) Run(ctx context.Context, handle ingest.Handler) error {
 	}
 }
 
-// decode turns messages into one batch of encryption events.
-func (s *Source) decode(msgs []kafka.Message) ingest.Batch {
-	b := ingest.Batch{Source: "kafka"}
+// decode hands on the events of fetched messages in batches; the offsets
+// are committed after it returned nil.
+func (s *Source) decode(ctx context.Context, msgs []kafka.Message, handle ingest.Handler) error {
+	b := &ingest.Batcher{Source: "kafka", Handle: handle}
+	var total ingest.Stats
 	for _, m := range msgs {
 		dec := ingest.Decoder{
 			Source: fmt.Sprintf("kafka://%s/%d/%d", m.Topic, m.Partition, m.Offset), DataEvents: s.o.DataEvents, Limits: s.o.Limits, OnError: s.o.OnError,
-			OnEvent: func(ev *ingest.Event) error { b.Events = append(b.Events, ev); return nil },
+			OnEvent: func(ev *ingest.Event) error { return b.Add(ctx, ev) },
 		}
 		st, err := dec.Decode(bytes.NewReader(m.Value))
+		if ingest.IsHandlerError(err) {
+			return err
+		}
 		if err != nil {
 			// The message itself is broken (truncated gzip, too large): what
 			// it held before the fault is judged, the fault reported.
@@ -136,10 +140,9 @@ func (s *Source) decode(msgs []kafka.Message) ingest.Batch {
 				s.o.OnError(pos, err)
 			}
 		}
-		b.Stats.Add(st)
+		total.Add(st)
 	}
-	ingest.SortByTime(b.Events)
-	return b
+	return b.Flush(ctx, total, nil)
 }
 
 // Metrics are the Kafka source's metrics.

@@ -53,6 +53,13 @@ type Target struct {
 	Client  API
 }
 
+// Defaults of the options, which the configuration's defaults are too.
+const (
+	DefaultInterval  = 30 * time.Second
+	DefaultOverlap   = 20 * time.Minute
+	DefaultStartFrom = 24 * time.Hour
+)
+
 // Options configures a Source.
 type Options struct {
 	Targets   []Target
@@ -90,9 +97,9 @@ func New(o Options) (*Source, error) {
 			*d = v
 		}
 	}
-	def(&o.Interval, 30*time.Second)
-	def(&o.Overlap, 20*time.Minute)
-	def(&o.StartFrom, 24*time.Hour)
+	def(&o.Interval, DefaultInterval)
+	def(&o.Overlap, DefaultOverlap)
+	def(&o.StartFrom, DefaultStartFrom)
 	def(&o.MinBackoff, time.Second)
 	def(&o.MaxBackoff, 30*time.Second)
 	if o.Rate <= 0 {

@@ -30,6 +30,14 @@ type S3API interface {
 	GetObject(ctx context.Context, in *s3.GetObjectInput, opts ...func(*s3.Options)) (*s3.GetObjectOutput, error)
 }
 
+// Defaults of the options, which the configuration's defaults are too.
+const (
+	DefaultWorkers     = 4
+	DefaultMaxReceives = 5
+	DefaultVisibility  = 60 * time.Second
+	DefaultWaitTime    = 20 * time.Second
+)
+
 // Options configures a Source.
 type Options struct {
 	QueueURL string
@@ -62,16 +70,16 @@ func New(o Options) (*Source, error) {
 		return nil, errors.New("s3sqs: queue URL, SQS and S3 clients are required")
 	}
 	if o.Workers <= 0 {
-		o.Workers = 4
+		o.Workers = DefaultWorkers
 	}
 	if o.WaitTime <= 0 {
-		o.WaitTime = 20 * time.Second
+		o.WaitTime = DefaultWaitTime
 	}
 	if o.Visibility <= 0 {
-		o.Visibility = 60 * time.Second
+		o.Visibility = DefaultVisibility
 	}
 	if o.MaxReceives <= 0 {
-		o.MaxReceives = 5
+		o.MaxReceives = DefaultMaxReceives
 	}
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
@@ -146,9 +154,8 @@ func (s *Source) message(ctx context.Context, m types.Message, handle ingest.Han
 	go s.heartbeat(hctx, m, log)
 	for _, o := range objs {
 		if err := s.object(ctx, o, handle); err != nil {
-			var he *handleError
-			if errors.As(err, &he) {
-				return he.err
+			if ingest.IsHandlerError(err) {
+				return err
 			}
 			if ctx.Err() != nil {
 				return nil
@@ -170,10 +177,6 @@ func (s *Source) message(ctx context.Context, m types.Message, handle ingest.Han
 	return s.delete(ctx, m, log)
 }
 
-type handleError struct{ err error }
-
-func (e *handleError) Error() string { return e.err.Error() }
-
 // object streams one log file through the decoder into the pipeline.
 func (s *Source) object(ctx context.Context, o Object, handle ingest.Handler) error {
 	out, err := s.o.S3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(o.Bucket), Key: aws.String(o.Key)})
@@ -186,41 +189,24 @@ func (s *Source) object(ctx context.Context, o Object, handle ingest.Handler) er
 		return fmt.Errorf("s3://%s/%s: %w", o.Bucket, o.Key, err)
 	}
 	source := "s3://" + o.Bucket + "/" + o.Key
-	var batch []*ingest.Event
-	var hErr error
-	flush := func(st ingest.Stats) error {
-		ingest.SortByTime(batch)
-		err := handle(ctx, ingest.Batch{Source: "sqs", Events: batch, Stats: st})
-		batch = nil
-		if err != nil {
-			return &handleError{err}
-		}
-		return nil
-	}
+	b := &ingest.Batcher{Source: "sqs", Handle: handle}
 	dec := ingest.Decoder{Source: source, DataEvents: s.o.DataEvents, Limits: s.o.Limits, OnError: s.o.OnError,
-		OnEvent: func(ev *ingest.Event) error {
-			batch = append(batch, ev)
-			if len(batch) >= 512 {
-				hErr = flush(ingest.Stats{})
-				return hErr
-			}
-			return nil
-		}}
+		OnEvent: func(ev *ingest.Event) error { return b.Add(ctx, ev) }}
 	st, err := dec.Decode(r)
-	if hErr != nil {
-		return hErr
+	if ingest.IsHandlerError(err) {
+		return err
 	}
 	s.o.Metrics.bytes.Add(float64(st.Bytes))
 	s.o.Metrics.skipped.Add(float64(st.Records - st.Candidates))
+	if ferr := b.Flush(ctx, st, nil); ferr != nil {
+		return ferr
+	}
 	if err != nil {
 		// The events read so far are kept (at-least-once); the file is read
 		// again on redelivery.
-		if ferr := flush(st); ferr != nil {
-			return ferr
-		}
 		return fmt.Errorf("%s: %w", source, err)
 	}
-	return flush(st)
+	return nil
 }
 
 // heartbeat extends the message's visibility at half the timeout until

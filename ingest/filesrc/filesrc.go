@@ -1,4 +1,6 @@
-package ingest
+// Package filesrc is the daemon's files source: it replays files and
+// folders of CloudTrail data and, with Watch, picks up new files.
+package filesrc
 
 import (
 	"context"
@@ -9,14 +11,16 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/encwatch/encwatch/ingest"
 )
 
-// FileSource reads files and folders for the daemon: it replays them, and
+// Source reads files and folders for the daemon: it replays them, and
 // with Watch it keeps looking for new files. Each file is marked done in
 // its checkpoint together with the findings of its last batch, so a
 // restart neither repeats a finished file nor skips one; a file cut short
 // by a crash is read again (at-least-once, same alert ids).
-type FileSource struct {
+type Source struct {
 	Paths []string
 	Watch bool
 	// PollInterval is how often a watched tree is listed (default 5s).
@@ -26,12 +30,15 @@ type FileSource struct {
 	// when watching).
 	Settle      time.Duration
 	DataEvents  bool
-	Limits      Limits
-	Checkpoints Checkpoints
+	Limits      ingest.Limits
+	Checkpoints ingest.Checkpoints
 	Logger      zerolog.Logger
 	// OnError receives unreadable records and files (for metrics).
-	OnError func(pos Position, err error)
+	OnError func(pos ingest.Position, err error)
 }
+
+// DefaultPollInterval is how often a watched tree is listed by default.
+const DefaultPollInterval = 5 * time.Second
 
 // fileMark is the checkpoint of a finished file.
 type fileMark struct {
@@ -40,8 +47,8 @@ type fileMark struct {
 	Done  time.Time `json:"done"`
 }
 
-// FileKey returns the checkpoint key of a file.
-func FileKey(path string) string {
+// Key returns the checkpoint key of a file.
+func Key(path string) string {
 	if abs, err := filepath.Abs(path); err == nil {
 		path = abs
 	}
@@ -51,16 +58,16 @@ func FileKey(path string) string {
 // Run replays the paths, then, when watching, polls for new files until
 // ctx ends. A path that does not exist is an error at start; later listing
 // errors are logged and retried.
-func (s *FileSource) Run(ctx context.Context, handle Handler) error {
+func (s *Source) Run(ctx context.Context, handle ingest.Handler) error {
 	if s.PollInterval <= 0 {
-		s.PollInterval = 5 * time.Second
+		s.PollInterval = DefaultPollInterval
 	}
 	if s.Settle <= 0 {
 		s.Settle = 2 * time.Second
 	}
 	first := true
 	for {
-		inputs, err := Expand(s.Paths)
+		inputs, err := ingest.Expand(s.Paths)
 		if err != nil {
 			if first {
 				return err
@@ -92,8 +99,8 @@ func (s *FileSource) Run(ctx context.Context, handle Handler) error {
 }
 
 // file reads one input unless its checkpoint says it is done.
-func (s *FileSource) file(ctx context.Context, in Input, handle Handler) error {
-	if in.Path == Stdin {
+func (s *Source) file(ctx context.Context, in ingest.Input, handle ingest.Handler) error {
+	if in.Path == ingest.Stdin {
 		return errors.New("the files source cannot read standard input")
 	}
 	info, err := os.Stat(in.Path)
@@ -104,7 +111,7 @@ func (s *FileSource) file(ctx context.Context, in Input, handle Handler) error {
 	if s.Watch && time.Since(info.ModTime()) < s.Settle {
 		return nil // still being written; next round
 	}
-	key := FileKey(in.Path)
+	key := Key(in.Path)
 	if s.Checkpoints != nil {
 		raw, err := s.Checkpoints.Checkpoint(key)
 		if err != nil {
@@ -115,40 +122,28 @@ func (s *FileSource) file(ctx context.Context, in Input, handle Handler) error {
 		}
 	}
 	mark, _ := json.Marshal(fileMark{Size: info.Size(), MTime: info.ModTime().UTC(), Done: time.Now().UTC()})
-	rc, err := Open(in)
+	done := map[string][]byte{key: mark}
+	b := &ingest.Batcher{Source: "files", Handle: handle}
+	rc, err := ingest.Open(in)
 	if err != nil {
-		s.report(Position{Source: in.Path}, err)
-		return handle(ctx, Batch{Source: "files", Checkpoints: map[string][]byte{key: mark}})
+		s.report(ingest.Position{Source: in.Path}, err)
+		return b.Flush(ctx, ingest.Stats{Errors: 1}, done)
 	}
 	defer rc.Close()
-	var batch []*Event
-	var handleErr error
-	dec := Decoder{
-		Source: in.Path, DataEvents: s.DataEvents, Limits: s.Limits, OnError: s.report,
-		OnEvent: func(ev *Event) error {
-			batch = append(batch, ev)
-			if len(batch) < 512 {
-				return nil
-			}
-			SortByTime(batch)
-			handleErr = handle(ctx, Batch{Source: "files", Events: batch})
-			batch = nil
-			return handleErr
-		},
-	}
+	dec := ingest.Decoder{Source: in.Path, DataEvents: s.DataEvents, Limits: s.Limits, OnError: s.report,
+		OnEvent: func(ev *ingest.Event) error { return b.Add(ctx, ev) }}
 	st, err := dec.Decode(rc)
-	if handleErr != nil {
-		return handleErr
+	if ingest.IsHandlerError(err) {
+		return err
 	}
 	if err != nil {
-		s.report(Position{Source: in.Path, Offset: st.Bytes}, err)
+		s.report(ingest.Position{Source: in.Path, Offset: st.Bytes}, err)
 	}
-	SortByTime(batch)
 	s.Logger.Debug().Str("file", in.Path).Int64("records", st.Records).Int64("events", st.Events).Msg("file read")
-	return handle(ctx, Batch{Source: "files", Events: batch, Stats: st, Checkpoints: map[string][]byte{key: mark}})
+	return b.Flush(ctx, st, done)
 }
 
-func (s *FileSource) report(pos Position, err error) {
+func (s *Source) report(pos ingest.Position, err error) {
 	s.Logger.Warn().Err(err).Str("where", pos.String()).Msg("bad input skipped")
 	if s.OnError != nil {
 		s.OnError(pos, err)

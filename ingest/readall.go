@@ -9,10 +9,6 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// batchSize bounds how many events of one input are held before they are
-// handed on, so memory stays flat however large an input is.
-const batchSize = 4096
-
 // ReadOptions configures ReadAll.
 type ReadOptions struct {
 	// Workers is how many inputs are decoded at once; 0 means GOMAXPROCS.
@@ -134,30 +130,24 @@ func readOne(ctx context.Context, j *job, opts ReadOptions, onError func(Positio
 		return
 	}
 	defer rc.Close()
-	var batch []*Event
+	b := &Batcher{Source: j.in.Path, Handle: func(ctx context.Context, b Batch) error {
+		if !send(result{events: b.Events}) {
+			return ctx.Err()
+		}
+		return nil
+	}}
 	dec := Decoder{
 		Source:     j.in.Path,
 		Limits:     opts.Limits,
 		DataEvents: opts.DataEvents,
 		OnError:    onError,
-		OnEvent: func(ev *Event) error {
-			batch = append(batch, ev)
-			if len(batch) >= batchSize {
-				SortByTime(batch)
-				if !send(result{events: batch}) {
-					return ctx.Err()
-				}
-				batch = nil
-			}
-			return nil
-		},
+		OnEvent:    func(ev *Event) error { return b.Add(ctx, ev) },
 	}
 	st, err := dec.Decode(rc)
 	if err != nil && ctx.Err() == nil {
 		onError(Position{Source: j.in.Path, Offset: st.Bytes, Index: int(st.Records)}, err)
 	}
-	SortByTime(batch)
-	send(result{events: batch, stats: st, err: err, final: true})
+	send(result{events: b.Take(), stats: st, err: err, final: true})
 }
 
 // SortByTime orders events by eventTime, keeping stream order for equal
