@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,64 +54,103 @@ type Options struct {
 	Reload <-chan struct{}
 }
 
-// component is anything the daemon runs until its context ends.
-type component struct {
+// source is a configured source with the name its metrics and logs use.
+type source struct {
 	name string
-	run  func(context.Context, ingest.Handler) error
+	ingest.Source
+}
+
+// app is one daemon: the parts Run builds from the options, in order, and
+// the stop function of each, run in reverse order of start-up.
+type app struct {
+	o       Options
+	cfg     config.Config
+	log     zerolog.Logger
+	reg     *prometheus.Registry
+	db      *bolt.DB
+	metrics *pipelineMetrics
+	queues  []outbox.Queue
+	outbox  *outbox.Outbox
+	pipe    *pipeline
+	sources []source
+	srv     *server
+	stops   []func()
 }
 
 // Run runs the daemon until ctx ends, then stops reading, finishes the
 // batch in flight, drains the outbox for up to DrainTimeout and closes the
-// state. It returns nil after a clean stop.
+// state. When every source ends by itself (files without watch), it
+// delivers what waits in the outbox and returns. It returns nil after a
+// clean stop.
 func Run(ctx context.Context, o Options) error {
-	cfg := o.Config
-	log := newLogger(o.Stderr, cfg.Log.Level)
-	reg := o.Registry
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a := &app{o: o, cfg: o.Config}
+	defer a.teardown()
+	if err := a.build(ctx); err != nil {
+		return err
+	}
+	return a.run(ctx)
+}
+
+// onStop registers a part's stop function as the part is built.
+func (a *app) onStop(fn func()) { a.stops = append(a.stops, fn) }
+
+func (a *app) teardown() {
+	for i := len(a.stops) - 1; i >= 0; i-- {
+		a.stops[i]()
+	}
+}
+
+// build makes every part: logger and metrics, state, engine, sinks, outbox,
+// pipeline (which first recovers from the last stop), sources, HTTP server.
+func (a *app) build(ctx context.Context) error {
+	cfg, o := a.cfg, a.o
+	a.log = newLogger(o.Stderr, cfg.Log.Level)
+	a.reg = o.Registry
+	if a.reg == nil {
+		a.reg = prometheus.NewRegistry()
+		a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "encwatch_build_info", Help: "Build of the running daemon; always 1."},
 		[]string{"version", "revision", "goversion"})
-	reg.MustRegister(buildInfo)
+	a.reg.MustRegister(buildInfo)
 	buildInfo.WithLabelValues(o.Version, o.Revision, o.GoVersion).Set(1)
 
 	db, err := openState(cfg.State.Dir)
 	if err != nil {
 		return err
 	}
-	defer func() {
+	a.db = db
+	a.onStop(func() {
 		if err := db.Close(); err != nil {
-			log.Error().Err(err).Msg("closing state")
+			a.log.Error().Err(err).Msg("closing state")
 		}
-	}()
-	pm := newPipelineMetrics(reg)
-	pm.reloads.WithLabelValues("success")
-	pm.reloads.WithLabelValues("failure")
-	engine, err := newEngine(cfg, pm, log)
+	})
+	a.metrics = newPipelineMetrics(a.reg)
+	a.metrics.reloads.WithLabelValues("success")
+	a.metrics.reloads.WithLabelValues("failure")
+	engine, err := newEngine(cfg, a.metrics, a.log)
 	if err != nil {
 		return err
 	}
-	queues, err := sinks(ctx, cfg, o)
-	if err != nil {
+	if a.queues, err = sinks(ctx, cfg, o); err != nil {
 		return err
 	}
-	ob, err := outbox.New(outbox.Options{DB: db, Queues: queues, Logger: log.With().Str("component", "outbox").Logger(), Metrics: outbox.NewMetrics(reg)})
+	a.onStop(a.closeSinks)
+	a.outbox, err = outbox.New(outbox.Options{DB: db, Queues: a.queues, Logger: a.log.With().Str("component", "outbox").Logger(), Metrics: outbox.NewMetrics(a.reg)})
 	if err != nil {
 		return err
 	}
 	sc := newStateCollector(db)
-	reg.MustRegister(sc)
-	p := &pipeline{db: db, outbox: ob, now: time.Now, metrics: pm, state: sc, log: log.With().Str("component", "pipeline").Logger()}
-	p.engine.Store(engine)
-	if err := p.recover(ctx); err != nil {
+	a.reg.MustRegister(sc)
+	a.pipe = &pipeline{db: db, outbox: a.outbox, now: time.Now, metrics: a.metrics, state: sc, log: a.log.With().Str("component", "pipeline").Logger()}
+	a.pipe.engine.Store(engine)
+	if err := a.pipe.recover(ctx); err != nil {
 		return err
 	}
-	sources, err := buildSources(ctx, cfg, db, log, reg, p.metrics, engine.DataRulesOn())
-	if err != nil {
+	if a.sources, err = buildSources(ctx, cfg, db, a.log, a.reg, a.metrics, engine.DataRulesOn()); err != nil {
 		return err
 	}
-	if len(sources) == 0 {
+	if len(a.sources) == 0 {
 		return errors.New("no source configured: set sources.lookup, sources.files, sources.sqs or sources.kafka")
 	}
 	token, err := readSecret(cfg.HTTP.TokenFile, "")
@@ -120,53 +158,55 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("http.tokenFile: %w", err)
 	}
 	so := serverOptions{addr: cfg.HTTP.Listen, token: token, cert: cfg.HTTP.TLS.CertFile, keyFile: cfg.HTTP.TLS.KeyFile, pprof: cfg.HTTP.Pprof}
-	srv, err := newServer(so, reg, func() error { return ready(db, queues) }, map[string]http.Handler{"/buckets": bucketsHandler(db)})
+	a.srv, err = newServer(so, a.reg, func() error { return ready(db, a.queues) }, map[string]http.Handler{"/buckets": bucketsHandler(db)})
 	if err != nil {
 		return fmt.Errorf("http.listen: %w", err)
 	}
-	log.Info().Str("listen", srv.Addr()).Str("state", cfg.State.Dir).Int("sources", len(sources)).Int("sinks", len(queues)).
-		Str("version", o.Version).Msg("encwatch running")
+	return nil
+}
 
-	// Sources stop first (ctx), then the outbox drains, then HTTP stops.
-	deliverCtx, stopDelivery := context.WithCancel(context.Background())
-	defer stopDelivery()
-	httpCtx, stopHTTP := context.WithCancel(context.Background())
-	defer stopHTTP()
-	httpDone := make(chan error, 1)
-	go func() { httpDone <- srv.run(httpCtx) }()
-	obDone := make(chan error, 1)
-	go func() { obDone <- ob.Run(deliverCtx, DrainTimeout) }()
-	// Reloads and window expiry run until the sources have stopped and are
-	// joined before the state closes.
-	bgCtx, stopBG := context.WithCancel(ctx)
-	defer stopBG()
-	var bg sync.WaitGroup
-	bg.Go(func() { p.reloads(bgCtx, o, cfg, log) })
-	bg.Go(func() { p.expireLoop(bgCtx, time.Minute) })
-
-	g, gctx := errgroup.WithContext(ctx)
-	for _, s := range sources {
-		g.Go(func() error {
-			if err := s.run(gctx, p.handle); err != nil {
-				return fmt.Errorf("source %s: %w", s.name, err)
+func (a *app) closeSinks() {
+	for _, q := range a.queues {
+		if c, ok := q.Sink.(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				a.log.Warn().Err(err).Str("sink", q.Sink.Name()).Msg("closing sink")
 			}
-			log.Debug().Str("source", s.name).Msg("source stopped")
-			return nil
-		})
+		}
 	}
-	srv.ready.Store(true)
-	if o.OnReady != nil {
-		o.OnReady(srv.Addr())
+}
+
+// run runs every part in one errgroup, each under its own context, and
+// stops them in order: the sources (ctx), then reloads and window expiry,
+// then delivery (after draining for up to DrainTimeout), then HTTP.
+func (a *app) run(ctx context.Context) error {
+	a.log.Info().Str("listen", a.srv.Addr()).Str("state", a.cfg.State.Dir).Int("sources", len(a.sources)).Int("sinks", len(a.queues)).
+		Str("version", a.o.Version).Msg("encwatch running")
+	httpCtx, stopHTTP := context.WithCancel(context.Background())
+	deliverCtx, stopDelivery := context.WithCancel(context.Background())
+	bgCtx, stopBG := context.WithCancel(ctx)
+	defer stopHTTP()
+	defer stopDelivery()
+	defer stopBG()
+	var parts errgroup.Group
+	parts.Go(func() error { return a.srv.run(httpCtx) })
+	parts.Go(func() error { return a.outbox.Run(deliverCtx, DrainTimeout) })
+	parts.Go(func() error { a.pipe.reloads(bgCtx, a.o, a.cfg, a.log); return nil })
+	parts.Go(func() error { a.pipe.expireLoop(bgCtx, time.Minute); return nil })
+	srcErr := make(chan error, 1)
+	parts.Go(func() error { err := a.runSources(ctx); srcErr <- err; return err })
+	a.srv.ready.Store(true)
+	if a.o.OnReady != nil {
+		a.o.OnReady(a.srv.Addr())
 	}
-	err = g.Wait()
+	err := <-srcErr
 	if err != nil && ctx.Err() == nil {
-		log.Error().Err(err).Msg("a source failed; stopping")
+		a.log.Error().Err(err).Msg("a source failed; stopping")
 	}
 	if err == nil && ctx.Err() == nil {
-		// Every source finished by itself (files without watch): deliver
-		// everything before exiting, unless told to stop.
-		log.Info().Msg("sources finished; delivering what waits in the outbox")
-		for ctx.Err() == nil && pending(ob, queues) > 0 {
+		// Every source finished by itself: deliver everything before
+		// exiting, unless told to stop.
+		a.log.Info().Msg("sources finished; delivering what waits in the outbox")
+		for ctx.Err() == nil && pending(a.outbox, a.queues) > 0 {
 			select {
 			case <-ctx.Done():
 			case <-time.After(50 * time.Millisecond):
@@ -174,25 +214,31 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	stopBG()
-	bg.Wait()
-	log.Info().Msg("stopping: sources stopped, draining the outbox")
-	srv.ready.Store(false)
+	a.log.Info().Msg("stopping: sources stopped, draining the outbox")
+	a.srv.ready.Store(false)
 	stopDelivery()
-	<-obDone
-	for _, q := range queues {
-		if c, ok := q.Sink.(io.Closer); ok {
-			if err := c.Close(); err != nil {
-				log.Warn().Err(err).Str("sink", q.Sink.Name()).Msg("closing sink")
-			}
-		}
-	}
 	stopHTTP()
-	<-httpDone
-	log.Info().Msg("stopped")
+	_ = parts.Wait() // the sources' error is err; the others stop cleanly
+	a.log.Info().Msg("stopped")
 	if ctx.Err() != nil {
 		return nil
 	}
 	return err
+}
+
+// runSources runs every source until ctx ends or one fails.
+func (a *app) runSources(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for _, s := range a.sources {
+		g.Go(func() error {
+			if err := s.Run(gctx, a.pipe.handle); err != nil {
+				return fmt.Errorf("source %s: %w", s.name, err)
+			}
+			a.log.Debug().Str("source", s.name).Msg("source stopped")
+			return nil
+		})
+	}
+	return g.Wait()
 }
 
 func newLogger(w io.Writer, level string) zerolog.Logger {
@@ -223,84 +269,111 @@ func openState(dir string) (*bolt.DB, error) {
 	return db, nil
 }
 
-func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerolog.Logger, reg prometheus.Registerer, pm *pipelineMetrics, dataEvents bool) ([]component, error) {
-	var out []component
-	cps := ingest.BoltCheckpoints{DB: db}
-	onErr := func(source string) func(ingest.Position, error) {
-		return func(pos ingest.Position, err error) {
-			pm.decodeErrors.WithLabelValues(source, ingest.ErrorReason(err)).Inc()
-			log.Warn().Err(err).Str("source", source).Str("where", pos.String()).Msg("bad input skipped")
-		}
+// sourceEnv is what every source is built with.
+type sourceEnv struct {
+	cfg        config.Config
+	cps        ingest.Checkpoints
+	log        zerolog.Logger
+	reg        prometheus.Registerer
+	pm         *pipelineMetrics
+	dataEvents bool
+}
+
+// onError counts and logs a source's bad input.
+func (e sourceEnv) onError(source string) func(ingest.Position, error) {
+	return func(pos ingest.Position, err error) {
+		e.pm.decodeErrors.WithLabelValues(source, ingest.ErrorReason(err)).Inc()
+		e.log.Warn().Err(err).Str("source", source).Str("where", pos.String()).Msg("bad input skipped")
 	}
-	if l := cfg.Sources.Lookup; l != nil {
-		var targets []lookup.Target
-		for _, region := range l.Regions {
-			if len(l.Accounts) == 0 {
-				t, err := lookup.NewTarget(ctx, region, "", "")
-				if err != nil {
-					return nil, err
-				}
-				targets = append(targets, t)
-			}
-			for _, a := range l.Accounts {
-				t, err := lookup.NewTarget(ctx, region, a.RoleARN, a.ExternalID)
-				if err != nil {
-					return nil, err
-				}
-				targets = append(targets, t)
-			}
+}
+
+func (e sourceEnv) logger(component string) zerolog.Logger {
+	return e.log.With().Str("component", component).Logger()
+}
+
+// buildSources builds every configured source.
+func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerolog.Logger, reg prometheus.Registerer, pm *pipelineMetrics, dataEvents bool) ([]source, error) {
+	env := sourceEnv{cfg: cfg, cps: ingest.BoltCheckpoints{DB: db}, log: log, reg: reg, pm: pm, dataEvents: dataEvents}
+	builders := []struct {
+		name  string
+		on    bool
+		build func(context.Context, sourceEnv) (ingest.Source, error)
+	}{
+		{"lookup", cfg.Sources.Lookup != nil, lookupSource},
+		{"files", cfg.Sources.Files != nil, filesSource},
+		{"sqs", cfg.Sources.SQS != nil, sqsSource},
+		{"kafka", cfg.Sources.Kafka != nil, kafkaSource},
+	}
+	var out []source
+	for _, b := range builders {
+		if !b.on {
+			continue
 		}
-		src, err := lookup.New(lookup.Options{Targets: targets, Interval: l.Interval.D(), Overlap: l.Overlap.D(), StartFrom: l.StartFrom.D(),
-			Checkpoints: cps, Limits: cfg.IngestLimits(), OnError: onErr("lookup"),
-			Logger: log.With().Str("component", "lookup").Logger(), Metrics: lookup.NewMetrics(reg)})
+		src, err := b.build(ctx, env)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, component{name: "lookup", run: src.Run})
-		pm.init("lookup")
-	}
-	if f := cfg.Sources.Files; f != nil {
-		fs := &filesrc.Source{Paths: f.Paths, Watch: f.Watch, PollInterval: f.Interval.D(), Limits: cfg.IngestLimits(), DataEvents: dataEvents, Checkpoints: cps,
-			Logger: log.With().Str("component", "files").Logger(),
-			OnError: func(_ ingest.Position, err error) {
-				pm.decodeErrors.WithLabelValues("files", ingest.ErrorReason(err)).Inc()
-			}}
-		pm.init("files")
-		out = append(out, component{name: "files", run: fs.Run})
-	}
-	if q := cfg.Sources.SQS; q != nil {
-		sq, s3c, err := s3sqs.NewClients(ctx, q.QueueURL)
-		if err != nil {
-			return nil, err
-		}
-		src, err := s3sqs.New(s3sqs.Options{QueueURL: q.QueueURL, SQS: sq, S3: s3c, Workers: q.Workers, MaxReceives: q.MaxReceives,
-			Visibility: q.Visibility.D(), WaitTime: q.WaitTime.D(), Limits: cfg.IngestLimits(), DataEvents: dataEvents,
-			Logger: log.With().Str("component", "sqs").Logger(), Metrics: s3sqs.NewMetrics(reg), OnError: onErr("sqs")})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, component{name: "sqs", run: src.Run})
-		pm.init("sqs")
-	}
-	if k := cfg.Sources.Kafka; k != nil {
-		tlsCfg, err := TLSConfig(k.TLS)
-		if err != nil {
-			return nil, fmt.Errorf("sources.kafka.tls: %w", err)
-		}
-		mech, err := SASLMechanism(ctx, k.SASL)
-		if err != nil {
-			return nil, fmt.Errorf("sources.kafka.sasl: %w", err)
-		}
-		src, err := kafkasrc.New(kafkasrc.Options{Brokers: k.Brokers, Topic: k.Topic, Group: k.Group, TLS: tlsCfg, SASL: mech,
-			Limits: cfg.IngestLimits(), DataEvents: dataEvents, Logger: log.With().Str("component", "kafka-source").Logger(),
-			Metrics: kafkasrc.NewMetrics(reg), OnError: onErr("kafka")})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, component{name: "kafka", run: src.Run})
-		pm.init("kafka")
+		pm.init(b.name)
+		out = append(out, source{b.name, src})
 	}
 	return out, nil
+}
+
+func lookupSource(ctx context.Context, e sourceEnv) (ingest.Source, error) {
+	l := e.cfg.Sources.Lookup
+	var targets []lookup.Target
+	for _, region := range l.Regions {
+		if len(l.Accounts) == 0 {
+			t, err := lookup.NewTarget(ctx, region, "", "")
+			if err != nil {
+				return nil, err
+			}
+			targets = append(targets, t)
+		}
+		for _, a := range l.Accounts {
+			t, err := lookup.NewTarget(ctx, region, a.RoleARN, a.ExternalID)
+			if err != nil {
+				return nil, err
+			}
+			targets = append(targets, t)
+		}
+	}
+	return lookup.New(lookup.Options{Targets: targets, Interval: l.Interval.D(), Overlap: l.Overlap.D(), StartFrom: l.StartFrom.D(),
+		Checkpoints: e.cps, Limits: e.cfg.IngestLimits(), OnError: e.onError("lookup"), Logger: e.logger("lookup"), Metrics: lookup.NewMetrics(e.reg)})
+}
+
+func filesSource(_ context.Context, e sourceEnv) (ingest.Source, error) {
+	f := e.cfg.Sources.Files
+	return &filesrc.Source{Paths: f.Paths, Watch: f.Watch, PollInterval: f.Interval.D(), Limits: e.cfg.IngestLimits(), DataEvents: e.dataEvents,
+		Checkpoints: e.cps, Logger: e.logger("files"),
+		// The files source logs bad input itself, with the file.
+		OnError: func(_ ingest.Position, err error) { e.pm.decodeErrors.WithLabelValues("files", ingest.ErrorReason(err)).Inc() }}, nil
+}
+
+func sqsSource(ctx context.Context, e sourceEnv) (ingest.Source, error) {
+	q := e.cfg.Sources.SQS
+	sq, s3c, err := s3sqs.NewClients(ctx, q.QueueURL)
+	if err != nil {
+		return nil, err
+	}
+	return s3sqs.New(s3sqs.Options{QueueURL: q.QueueURL, SQS: sq, S3: s3c, Workers: q.Workers, MaxReceives: q.MaxReceives,
+		Visibility: q.Visibility.D(), WaitTime: q.WaitTime.D(), Limits: e.cfg.IngestLimits(), DataEvents: e.dataEvents,
+		Logger: e.logger("sqs"), Metrics: s3sqs.NewMetrics(e.reg), OnError: e.onError("sqs")})
+}
+
+func kafkaSource(ctx context.Context, e sourceEnv) (ingest.Source, error) {
+	k := e.cfg.Sources.Kafka
+	tlsCfg, err := tlsConfig(k.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("sources.kafka.tls: %w", err)
+	}
+	mech, err := saslMechanism(ctx, k.SASL)
+	if err != nil {
+		return nil, fmt.Errorf("sources.kafka.sasl: %w", err)
+	}
+	return kafkasrc.New(kafkasrc.Options{Brokers: k.Brokers, Topic: k.Topic, Group: k.Group, TLS: tlsCfg, SASL: mech,
+		Limits: e.cfg.IngestLimits(), DataEvents: e.dataEvents, Logger: e.logger("kafka-source"),
+		Metrics: kafkasrc.NewMetrics(e.reg), OnError: e.onError("kafka")})
 }
 
 func pending(ob *outbox.Outbox, qs []outbox.Queue) int {

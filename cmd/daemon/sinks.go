@@ -37,11 +37,11 @@ func sinks(ctx context.Context, cfg config.Config, o Options) ([]outbox.Queue, e
 		qs = append(qs, outbox.Queue{Sink: alert.NewStdout(w)})
 	}
 	if k := cfg.Sinks.Kafka; k != nil {
-		tlsCfg, err := TLSConfig(k.TLS)
+		tlsCfg, err := tlsConfig(k.TLS)
 		if err != nil {
 			return nil, fmt.Errorf("sinks.kafka.tls: %w", err)
 		}
-		mech, err := SASLMechanism(ctx, k.SASL)
+		mech, err := saslMechanism(ctx, k.SASL)
 		if err != nil {
 			return nil, fmt.Errorf("sinks.kafka.sasl: %w", err)
 		}
@@ -115,8 +115,8 @@ func readSecret(file, env string) (string, error) {
 	return "", nil
 }
 
-// TLSConfig builds a TLS client configuration (nil when TLS is off).
-func TLSConfig(t config.TLS) (*tls.Config, error) {
+// tlsConfig builds a TLS client configuration (nil when TLS is off).
+func tlsConfig(t config.TLS) (*tls.Config, error) {
 	if !t.Enabled {
 		return nil, nil
 	}
@@ -142,8 +142,8 @@ func TLSConfig(t config.TLS) (*tls.Config, error) {
 	return c, nil
 }
 
-// SASLMechanism builds the Kafka SASL mechanism (nil when none).
-func SASLMechanism(ctx context.Context, s config.SASL) (sasl.Mechanism, error) {
+// saslMechanism builds the Kafka SASL mechanism (nil when none).
+func saslMechanism(ctx context.Context, s config.SASL) (sasl.Mechanism, error) {
 	switch s.Mechanism {
 	case "":
 		return nil, nil
