@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 )
 
 // Sink delivers alerts to one destination.
@@ -42,6 +43,20 @@ func Permanent(err error) error { return fmt.Errorf("%w: %w", ErrPermanent, err)
 
 // IsPermanent reports whether err is permanent.
 func IsPermanent(err error) bool { return errors.Is(err, ErrPermanent) }
+
+// RetryAfter is implemented by errors that carry a server's Retry-After
+// (an HTTP 429 or 503): the outbox waits at least that long before the
+// next try.
+type RetryAfter interface{ RetryAfter() time.Duration }
+
+// RetryAfterOf returns the wait an error asks for, if it asks for one.
+func RetryAfterOf(err error) (time.Duration, bool) {
+	var ra RetryAfter
+	if errors.As(err, &ra) {
+		return ra.RetryAfter(), true
+	}
+	return 0, false
+}
 
 // Stdout writes alert v1 JSON lines to a stream; it is the stdout sink.
 type Stdout struct {

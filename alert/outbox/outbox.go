@@ -9,9 +9,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -20,6 +18,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/encwatch/encwatch/alert"
+	"github.com/encwatch/encwatch/ingest/backoff"
 )
 
 var (
@@ -272,33 +271,18 @@ func (ob *Outbox) Run(ctx context.Context, drain time.Duration) error {
 	return nil
 }
 
-// deliver is the worker of one sink.
+// deliver is the worker of one sink: oldest alert, send it through the
+// sink's stages, then delete it or move it to the dead letters.
 func (ob *Outbox) deliver(ctx context.Context, name string, drain time.Duration) {
-	sink := ob.queues[name].Sink
 	log := ob.o.Logger.With().Str("sink", name).Logger()
-	// work ends drain after ctx.
-	work, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-work.Done():
-			return
-		}
-		t := time.NewTimer(drain)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			cancel()
-		case <-work.Done(): // the worker finished first
-		}
-	}()
-	backoff := ob.o.MinBackoff
+	work, stop := drainContext(ctx, drain)
+	defer stop()
+	sink := ob.stages(name, log)
 	for work.Err() == nil {
 		e, ok, err := ob.oldest(name)
 		if err != nil {
 			log.Error().Err(err).Msg("reading the outbox")
-			sleep(work, time.Second)
+			backoff.Sleep(work, time.Second)
 			continue
 		}
 		if !ok {
@@ -318,60 +302,43 @@ func (ob *Outbox) deliver(ctx context.Context, name string, drain time.Duration)
 			ob.deadLetter(work, e, fmt.Sprintf("stored alert unreadable: %v", err), log)
 			continue
 		}
-		sctx, scancel := context.WithTimeout(work, ob.o.SendTimeout)
-		err = sink.Send(sctx, alert.Delivery{Alert: a, Body: e.Alert})
-		scancel()
-		switch {
+		switch err := sink.Send(work, alert.Delivery{Alert: a, Body: e.Alert}); {
 		case err == nil:
 			if derr := ob.delete(name, e.Seq); derr != nil {
 				log.Error().Err(derr).Msg("deleting a sent alert; it will be sent again")
 			}
 			ob.o.Metrics.sent.WithLabelValues(name).Inc()
 			ob.o.Metrics.latency.WithLabelValues(name).Observe(ob.o.Now().Sub(e.Enqueued).Seconds())
-			backoff = ob.o.MinBackoff
 		case alert.IsPermanent(err):
-			ob.o.Metrics.failed.WithLabelValues(name, "permanent").Inc()
 			e.Attempts++
 			ob.deadLetter(work, e, err.Error(), log)
-			backoff = ob.o.MinBackoff
-		default:
-			if work.Err() != nil {
-				return
-			}
-			ob.o.Metrics.failed.WithLabelValues(name, "retryable").Inc()
-			ob.o.Metrics.retries.WithLabelValues(name).Inc()
-			wait := backoff/2 + rand.N(backoff/2+1)
-			if ra, ok := retryAfter(err); ok && ra > wait {
-				wait = min(ra, ob.o.MaxBackoff)
-			}
-			log.Warn().Err(err).Str("alert_id", a.ID).Dur("retry_in", wait).Msg("sink did not take the alert; retrying")
-			sleep(work, wait)
-			backoff = min(2*backoff, ob.o.MaxBackoff)
 		}
+		// Any other error: the retry stage gave up because work ended.
 	}
 	if n := ob.Depth(name); n > 0 {
 		log.Warn().Int("pending", n).Msg("stopping with alerts still in the outbox; they are sent after the restart")
 	}
 }
 
-// RetryAfter is implemented by errors that carry a server's Retry-After.
-type RetryAfter interface{ RetryAfter() time.Duration }
-
-func retryAfter(err error) (time.Duration, bool) {
-	var ra RetryAfter
-	if errors.As(err, &ra) {
-		return ra.RetryAfter(), true
-	}
-	return 0, false
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
+// drainContext returns a context that ends drain after ctx does, so a
+// stopping worker keeps delivering for a while; stop releases it.
+func drainContext(ctx context.Context, drain time.Duration) (context.Context, func()) {
+	work, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-work.Done():
+			return
+		}
+		t := time.NewTimer(drain)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-work.Done(): // the worker finished first
+		}
+	}()
+	return work, cancel
 }
 
 func (ob *Outbox) oldest(name string) (Entry, bool, error) {
@@ -418,7 +385,7 @@ func (ob *Outbox) deadLetter(ctx context.Context, e Entry, reason string, log ze
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("moving an alert to the dead letters")
-		sleep(ctx, time.Second)
+		backoff.Sleep(ctx, time.Second)
 		return
 	}
 	ob.removed(e.Sink)

@@ -101,6 +101,30 @@ func Sign(secret []byte, timestamp string, body []byte) string {
 	return "sha256=" + hex.EncodeToString(m.Sum(nil))
 }
 
+// ErrBadSignature is Verify's answer to a request that was not signed with
+// the secret, or whose timestamp is out of the tolerated window.
+var ErrBadSignature = errors.New("webhook signature does not verify")
+
+// Verify checks a received webhook as a receiver should: the signature
+// header against the HMAC of timestamp + "." + body, in constant time, and,
+// with maxAge above zero, that the timestamp (Unix seconds) is no further
+// than maxAge from now, so a captured request cannot be replayed later.
+func Verify(secret []byte, timestamp string, body []byte, signature string, now time.Time, maxAge time.Duration) error {
+	if !hmac.Equal([]byte(Sign(secret, timestamp, body)), []byte(signature)) {
+		return ErrBadSignature
+	}
+	if maxAge > 0 {
+		sec, err := strconv.ParseInt(timestamp, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%w: timestamp %q is not Unix seconds", ErrBadSignature, timestamp)
+		}
+		if d := now.Sub(time.Unix(sec, 0)); d > maxAge || d < -maxAge {
+			return fmt.Errorf("%w: timestamp %s is %s from now", ErrBadSignature, timestamp, d.Round(time.Second))
+		}
+	}
+	return nil
+}
+
 // StatusError is a non-2xx answer.
 type StatusError struct {
 	Status     int
@@ -116,7 +140,7 @@ func (e *StatusError) Error() string {
 	return s
 }
 
-// RetryAfter implements outbox.RetryAfter.
+// RetryAfter implements alert.RetryAfter.
 func (e *StatusError) RetryAfter() time.Duration { return e.retryAfter }
 
 // Send implements alert.Sink.

@@ -253,3 +253,41 @@ func counter(t *testing.T, reg *prometheus.Registry, name, sink string) float64 
 	}
 	return 0
 }
+
+// TestVerifyAgreesWithIndependentHMAC: webhook.Verify accepts exactly what
+// the independent verifier above accepts: a tampered body, another secret,
+// a stale or future timestamp and a timestamp that is not a number fail.
+func TestVerifyAgreesWithIndependentHMAC(t *testing.T) {
+	now := time.Now()
+	ts := strconv.FormatInt(now.Unix(), 10)
+	body := []byte(`{"id":"x"}`)
+	good := webhook.Sign(secret, ts, body)
+	old := strconv.FormatInt(now.Add(-10*time.Minute).Unix(), 10)
+	future := strconv.FormatInt(now.Add(10*time.Minute).Unix(), 10)
+	for _, tc := range []struct {
+		name          string
+		secret        []byte
+		ts, sig, body string
+		ok            bool
+	}{
+		{"signed", secret, ts, good, string(body), true},
+		{"tampered body", secret, ts, good, `{"id":"y"}`, false},
+		{"other secret", []byte("other"), ts, good, string(body), false},
+		{"stale", secret, old, webhook.Sign(secret, old, body), string(body), false},
+		{"future", secret, future, webhook.Sign(secret, future, body), string(body), false},
+		{"not a number", secret, "soon", webhook.Sign(secret, "soon", body), string(body), false},
+		{"no signature", secret, ts, "", string(body), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := webhook.Verify(tc.secret, tc.ts, []byte(tc.body), tc.sig, now, 5*time.Minute)
+			if (err == nil) != tc.ok {
+				t.Errorf("Verify: %v, want ok=%v", err, tc.ok)
+			}
+			// The independent verifier checks only staleness; Verify also
+			// refuses timestamps from the future.
+			if indep := string(tc.secret) == string(secret) && verify(tc.ts, tc.sig, []byte(tc.body)); indep != tc.ok && tc.name != "future" {
+				t.Errorf("the independent verifier says %v", indep)
+			}
+		})
+	}
+}

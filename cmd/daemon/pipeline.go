@@ -15,6 +15,7 @@ import (
 	"github.com/encwatch/encwatch/alert"
 	"github.com/encwatch/encwatch/alert/outbox"
 	"github.com/encwatch/encwatch/ingest"
+	"github.com/encwatch/encwatch/ingest/backoff"
 	"github.com/encwatch/encwatch/rules"
 )
 
@@ -147,7 +148,7 @@ func (p *pipeline) process(ctx context.Context, b ingest.Batch, done func(*bolt.
 		}
 		p.log.Warn().Err(err).Str("source", b.Source).Str("origin", batchOrigin(b.Events)).Int("attempt", attempt).
 			Msg("judging or storing a batch failed; trying again")
-		sleepCtx(ctx, time.Duration(attempt)*100*time.Millisecond)
+		backoff.Sleep(ctx, time.Duration(attempt)*100*time.Millisecond)
 	}
 	var je *judgeError
 	if errors.As(err, &je) && b.Source != timerSource {
@@ -337,15 +338,6 @@ func (p *pipeline) retryQuarantined(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }
 
 // init creates a source's series at zero, so that dashboards and alerts

@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -24,6 +21,7 @@ import (
 
 	"github.com/encwatch/encwatch/alert"
 	"github.com/encwatch/encwatch/alert/outbox"
+	"github.com/encwatch/encwatch/alert/webhook"
 	"github.com/encwatch/encwatch/cmd/config"
 	"github.com/encwatch/encwatch/cmd/daemon"
 	"github.com/encwatch/encwatch/fixtures"
@@ -132,10 +130,7 @@ func newDemo(ctx context.Context, every time.Duration, stateDir string) (*demo, 
 	secret := fmt.Sprintf("demo-%x", rand.Uint64())
 	d.hook = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		mac := hmac.New(sha256.New, []byte(secret))
-		mac.Write([]byte(r.Header.Get("X-Encwatch-Timestamp") + "."))
-		mac.Write(body)
-		if r.Header.Get("X-Encwatch-Signature") != "sha256="+hex.EncodeToString(mac.Sum(nil)) {
+		if webhook.Verify([]byte(secret), r.Header.Get(webhook.HeaderTimestamp), body, r.Header.Get(webhook.HeaderSignature), time.Now(), 5*time.Minute) != nil {
 			http.Error(w, "bad signature", http.StatusUnauthorized)
 			return
 		}

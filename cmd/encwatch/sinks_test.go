@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,10 +18,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/encwatch/encwatch/alert"
+	"github.com/encwatch/encwatch/alert/webhook"
 )
 
-// hookReceiver verifies signatures (independently of encwatch's code) and
-// counts alerts by id.
+// hookReceiver verifies signatures as a receiver would (webhook.Verify,
+// itself checked against an independent HMAC in the webhook package's
+// tests) and counts alerts by id.
 type hookReceiver struct {
 	secret []byte
 	delay  time.Duration
@@ -36,12 +35,9 @@ type hookReceiver struct {
 func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	time.Sleep(h.delay)
-	mac := hmac.New(sha256.New, h.secret)
-	mac.Write([]byte(r.Header.Get("X-Encwatch-Timestamp") + "."))
-	mac.Write(body)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if r.Header.Get("X-Encwatch-Signature") != "sha256="+hex.EncodeToString(mac.Sum(nil)) {
+	if webhook.Verify(h.secret, r.Header.Get(webhook.HeaderTimestamp), body, r.Header.Get(webhook.HeaderSignature), time.Now(), 5*time.Minute) != nil {
 		h.bad++
 		http.Error(w, "bad signature", http.StatusUnauthorized)
 		return

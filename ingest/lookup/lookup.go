@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"strings"
 	"time"
@@ -29,6 +28,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/encwatch/encwatch/ingest"
+	"github.com/encwatch/encwatch/ingest/backoff"
 )
 
 // eventNames are looked up one per call: LookupEvents takes one attribute,
@@ -329,7 +329,7 @@ func (p *poller) commit(ctx context.Context, events []*ingest.Event) error {
 // call makes one LookupEvents call through the rate limiter, retrying
 // throttling, server errors and network errors with backoff and jitter.
 func (p *poller) call(ctx context.Context, in *cloudtrail.LookupEventsInput) (*cloudtrail.LookupEventsOutput, error) {
-	backoff := p.o.MinBackoff
+	wait := backoff.Backoff{Min: p.o.MinBackoff, Max: p.o.MaxBackoff}
 	for {
 		if err := p.limiter.Wait(ctx); err != nil {
 			return nil, err
@@ -352,14 +352,11 @@ func (p *poller) call(ctx context.Context, in *cloudtrail.LookupEventsInput) (*c
 		if kind == "permanent" {
 			return nil, fmt.Errorf("LookupEvents: %w", err)
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		p.log.Warn().Err(err).Str("kind", kind).Dur("retry_in", wait).Msg("LookupEvents failed; backing off")
-		select {
-		case <-ctx.Done():
+		d := wait.Next()
+		p.log.Warn().Err(err).Str("kind", kind).Dur("retry_in", d).Msg("LookupEvents failed; backing off")
+		if !backoff.Sleep(ctx, d) {
 			return nil, ctx.Err()
-		case <-time.After(wait):
 		}
-		backoff = min(2*backoff, p.o.MaxBackoff)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/encwatch/encwatch/ingest"
+	"github.com/encwatch/encwatch/ingest/backoff"
 )
 
 // SQSAPI is the part of the SQS client the source uses.
@@ -103,7 +104,7 @@ func (s *Source) Run(ctx context.Context, handle ingest.Handler) error {
 
 func (s *Source) worker(ctx context.Context, n int, handle ingest.Handler) error {
 	log := s.o.Logger.With().Int("worker", n).Logger()
-	backoff := time.Second
+	wait := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
 	for ctx.Err() == nil {
 		out, err := s.o.SQS.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
 			QueueUrl: aws.String(s.o.QueueURL), MaxNumberOfMessages: 1, WaitTimeSeconds: int32(s.o.WaitTime / time.Second),
@@ -115,12 +116,12 @@ func (s *Source) worker(ctx context.Context, n int, handle ingest.Handler) error
 				return nil
 			}
 			s.o.Metrics.receiveErrors.Inc()
-			log.Warn().Err(err).Dur("retry_in", backoff).Msg("SQS ReceiveMessage failed")
-			sleep(ctx, backoff)
-			backoff = min(2*backoff, 30*time.Second)
+			d := wait.Next()
+			log.Warn().Err(err).Dur("retry_in", d).Msg("SQS ReceiveMessage failed")
+			backoff.Sleep(ctx, d)
 			continue
 		}
-		backoff = time.Second
+		wait.Reset()
 		for _, m := range out.Messages {
 			if err := s.message(ctx, m, handle, log); err != nil {
 				return err
@@ -237,13 +238,6 @@ func (s *Source) delete(ctx context.Context, m types.Message, log zerolog.Logger
 		log.Warn().Err(err).Msg("deleting the SQS message failed; it will be read again")
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
 }
 
 // Metrics are the SQS source's metrics.
