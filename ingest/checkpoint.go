@@ -4,8 +4,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// CheckpointBucket is the bbolt bucket that holds source checkpoints.
-var CheckpointBucket = []byte("checkpoints")
+// CheckpointTable is the bbolt bucket that holds source checkpoints.
+var CheckpointTable = []byte("checkpoints")
 
 // BoltCheckpoints reads checkpoints from a bbolt database.
 type BoltCheckpoints struct{ DB *bolt.DB }
@@ -14,7 +14,7 @@ type BoltCheckpoints struct{ DB *bolt.DB }
 func (c BoltCheckpoints) Checkpoint(key string) ([]byte, error) {
 	var out []byte
 	err := c.DB.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(CheckpointBucket); b != nil {
+		if b := tx.Bucket(CheckpointTable); b != nil {
 			if v := b.Get([]byte(key)); v != nil {
 				out = append([]byte(nil), v...)
 			}
@@ -30,7 +30,7 @@ func PutCheckpoints(tx *bolt.Tx, cps map[string][]byte) error {
 	if len(cps) == 0 {
 		return nil
 	}
-	b, err := tx.CreateBucketIfNotExists(CheckpointBucket)
+	b, err := tx.CreateBucketIfNotExists(CheckpointTable)
 	if err != nil {
 		return err
 	}

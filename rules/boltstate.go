@@ -7,8 +7,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// BucketStateBucket is the bbolt bucket that holds bucket state.
-var BucketStateBucket = []byte("buckets")
+// BucketStateTable is the bbolt bucket that holds bucket state.
+var BucketStateTable = []byte("buckets")
 
 // TxState is a State inside one bbolt transaction, so that what the rules
 // learn from a batch of events is stored together with the batch's
@@ -18,7 +18,7 @@ type TxState struct{ Tx *bolt.Tx }
 
 // Bucket implements State.
 func (s TxState) Bucket(key string) (BucketState, bool, error) {
-	b := s.Tx.Bucket(BucketStateBucket)
+	b := s.Tx.Bucket(BucketStateTable)
 	if b == nil {
 		return BucketState{}, false, nil
 	}
@@ -35,7 +35,7 @@ func (s TxState) Bucket(key string) (BucketState, bool, error) {
 
 // PutBucket implements State.
 func (s TxState) PutBucket(key string, st BucketState) error {
-	b, err := s.Tx.CreateBucketIfNotExists(BucketStateBucket)
+	b, err := s.Tx.CreateBucketIfNotExists(BucketStateTable)
 	if err != nil {
 		return err
 	}
@@ -48,7 +48,7 @@ func (s TxState) PutBucket(key string, st BucketState) error {
 
 // ForEachBucket calls fn with every stored bucket state, in key order.
 func ForEachBucket(tx *bolt.Tx, fn func(key string, st BucketState) error) error {
-	b := tx.Bucket(BucketStateBucket)
+	b := tx.Bucket(BucketStateTable)
 	if b == nil {
 		return nil
 	}

@@ -54,7 +54,7 @@ func TestRuleFailureIsContained(t *testing.T) {
 		!errors.Is(failed[0].Err, ErrPanic) || len(failed[0].Stack) == 0 {
 		t.Fatalf("rule errors %+v", failed)
 	}
-	if _, ok, _ := st.Bucket(BucketKey(dsseRootPut("").Bucket)); !ok {
+	if _, ok, _ := st.Bucket(StateKey(dsseRootPut("").Bucket)); !ok {
 		t.Error("the bucket state was not recorded after the failing rule")
 	}
 }

@@ -79,12 +79,12 @@ type Readers interface {
 	DropIdleReads(now time.Time, window time.Duration) error
 }
 
-// ReadsBucket is the bbolt bucket that holds the callers' read windows.
-var ReadsBucket = []byte("reads")
+// ReadsTable is the bbolt bucket that holds the callers' read windows.
+var ReadsTable = []byte("reads")
 
 // Reads implements Readers.
 func (s TxState) Reads(caller string) (Reads, bool, error) {
-	b := s.Tx.Bucket(ReadsBucket)
+	b := s.Tx.Bucket(ReadsTable)
 	if b == nil {
 		return Reads{}, false, nil
 	}
@@ -101,7 +101,7 @@ func (s TxState) Reads(caller string) (Reads, bool, error) {
 
 // PutReads implements Readers.
 func (s TxState) PutReads(caller string, r Reads) error {
-	b, err := s.Tx.CreateBucketIfNotExists(ReadsBucket)
+	b, err := s.Tx.CreateBucketIfNotExists(ReadsTable)
 	if err != nil {
 		return err
 	}
@@ -114,7 +114,7 @@ func (s TxState) PutReads(caller string, r Reads) error {
 
 // DropIdleReads implements Readers.
 func (s TxState) DropIdleReads(now time.Time, window time.Duration) error {
-	b := s.Tx.Bucket(ReadsBucket)
+	b := s.Tx.Bucket(ReadsTable)
 	if b == nil {
 		return nil
 	}

@@ -21,13 +21,14 @@ import (
 const DefaultCostLimit = 100000
 
 // CustomRule is an organisation's own rule: a CEL expression over the
-// normalised event.
+// normalised event, as the configuration's customRules and a rule test
+// case write it. A missing severity is an error of the configuration.
 type CustomRule struct {
-	ID          string
-	Severity    Severity
-	Summary     string
-	Remediation string
-	When        string
+	ID          string   `yaml:"id"`
+	Severity    Severity `yaml:"severity"`
+	Summary     string   `yaml:"summary"`
+	Remediation string   `yaml:"remediation"`
+	When        string   `yaml:"when"`
 }
 
 // Compiled is a custom rule ready to run.

@@ -150,7 +150,7 @@ func (x *evaluation) close(g Group) error {
 	switch g.Rule {
 	case ObjectEncryptionOverride:
 		def := "the bucket default is not known to encwatch (no PutBucketEncryption seen)"
-		if st, ok, _ := x.st.Bucket(BucketKey(first.Bucket)); ok && st.Algorithm != "" {
+		if st, ok, _ := x.st.Bucket(StateKey(first.Bucket)); ok && st.Algorithm != "" {
 			def = "the default is " + st.Algorithm
 			if st.KMSKeyID != "" {
 				def += " with key " + st.KMSKeyID

@@ -199,7 +199,7 @@ func (e *Engine) EvaluateIn(st State, ev *ingest.Event) ([]Finding, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	x := &evaluation{e: e, st: st, ev: ev, key: BucketKey(ev.Bucket)}
+	x := &evaluation{e: e, st: st, ev: ev, key: StateKey(ev.Bucket)}
 	if ev.Time.Sub(e.swept) >= sweepEvery {
 		e.swept = ev.Time
 		if err := x.guard(ruleWindows, func() error { return x.sweepAll(ev.Time) }); err != nil {

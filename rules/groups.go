@@ -31,12 +31,12 @@ type Groups interface {
 	ForEachGroup(fn func(Group) error) error
 }
 
-// GroupBucket is the bbolt bucket that holds open groups.
-var GroupBucket = []byte("groups")
+// GroupTable is the bbolt bucket that holds open groups.
+var GroupTable = []byte("groups")
 
 // Group implements Groups.
 func (s TxState) Group(key string) (Group, bool, error) {
-	b := s.Tx.Bucket(GroupBucket)
+	b := s.Tx.Bucket(GroupTable)
 	if b == nil {
 		return Group{}, false, nil
 	}
@@ -53,7 +53,7 @@ func (s TxState) Group(key string) (Group, bool, error) {
 
 // PutGroup implements Groups.
 func (s TxState) PutGroup(g Group) error {
-	b, err := s.Tx.CreateBucketIfNotExists(GroupBucket)
+	b, err := s.Tx.CreateBucketIfNotExists(GroupTable)
 	if err != nil {
 		return err
 	}
@@ -66,7 +66,7 @@ func (s TxState) PutGroup(g Group) error {
 
 // DeleteGroup implements Groups.
 func (s TxState) DeleteGroup(key string) error {
-	if b := s.Tx.Bucket(GroupBucket); b != nil {
+	if b := s.Tx.Bucket(GroupTable); b != nil {
 		return b.Delete([]byte(key))
 	}
 	return nil
@@ -74,7 +74,7 @@ func (s TxState) DeleteGroup(key string) error {
 
 // ForEachGroup implements Groups.
 func (s TxState) ForEachGroup(fn func(Group) error) error {
-	b := s.Tx.Bucket(GroupBucket)
+	b := s.Tx.Bucket(GroupTable)
 	if b == nil {
 		return nil
 	}

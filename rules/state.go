@@ -36,9 +36,9 @@ type State interface {
 	Readers
 }
 
-// BucketKey is the key bucket state is stored under: account, Region and
+// StateKey is the key a bucket's state is stored under: account, Region and
 // name, since directory bucket names are unique per zone, not globally.
-func BucketKey(b ingest.Bucket) string {
+func StateKey(b ingest.Bucket) string {
 	if b.Type == ingest.BucketDirectory {
 		return b.Account + "/" + b.Region + "/" + b.Name
 	}

@@ -13,7 +13,7 @@ import (
 func DeadLetters(db *bolt.DB, sink string) ([]Entry, error) {
 	var out []Entry
 	err := db.View(func(tx *bolt.Tx) error {
-		root := tx.Bucket(deadLetterBucket)
+		root := tx.Bucket(DeadLetterTable)
 		if root == nil {
 			return nil
 		}
@@ -41,7 +41,7 @@ func DeadLetters(db *bolt.DB, sink string) ([]Entry, error) {
 func Requeue(db *bolt.DB, sink string, seq uint64) (int, error) {
 	n := 0
 	err := db.Update(func(tx *bolt.Tx) error {
-		root, out := tx.Bucket(deadLetterBucket), tx.Bucket(outboxBucket)
+		root, out := tx.Bucket(DeadLetterTable), tx.Bucket(QueueTable)
 		if root == nil || out == nil {
 			return nil
 		}

@@ -21,9 +21,10 @@ import (
 	"github.com/encwatch/encwatch/ingest/backoff"
 )
 
+// The outbox's tables in the state: one sub-table per sink in each.
 var (
-	outboxBucket     = []byte("outbox")
-	deadLetterBucket = []byte("deadletter")
+	QueueTable      = []byte("outbox")
+	DeadLetterTable = []byte("deadletter")
 )
 
 // Queue is one sink and the alerts it takes.
@@ -96,7 +97,7 @@ func New(o Options) (*Outbox, error) {
 	}
 	ob := &Outbox{o: o, depth: map[string]int{}, wake: map[string]chan struct{}{}, room: make(chan struct{}), full: map[string]bool{}, queues: map[string]Queue{}}
 	err := o.DB.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{outboxBucket, deadLetterBucket} {
+		for _, name := range [][]byte{QueueTable, DeadLetterTable} {
 			root, err := tx.CreateBucketIfNotExists(name)
 			if err != nil {
 				return err
@@ -113,7 +114,7 @@ func New(o Options) (*Outbox, error) {
 				return fmt.Errorf("two sinks named %q", n)
 			}
 			ob.queues[n] = q
-			ob.depth[n] = count(tx.Bucket(outboxBucket).Bucket([]byte(n)))
+			ob.depth[n] = count(tx.Bucket(QueueTable).Bucket([]byte(n)))
 			ob.wake[n] = make(chan struct{}, 1)
 			o.Metrics.init(n)
 			o.Metrics.depth.WithLabelValues(n).Set(float64(ob.depth[n]))
@@ -202,7 +203,7 @@ func (ob *Outbox) Put(tx *bolt.Tx, a alert.Alert) (int, error) {
 		if q.Accept != nil && !q.Accept(a) {
 			continue
 		}
-		b := tx.Bucket(outboxBucket).Bucket([]byte(name))
+		b := tx.Bucket(QueueTable).Bucket([]byte(name))
 		seq, err := b.NextSequence()
 		if err != nil {
 			return n, err
@@ -345,7 +346,7 @@ func (ob *Outbox) oldest(name string) (Entry, bool, error) {
 	var e Entry
 	found := false
 	err := ob.o.DB.View(func(tx *bolt.Tx) error {
-		k, v := tx.Bucket(outboxBucket).Bucket([]byte(name)).Cursor().First()
+		k, v := tx.Bucket(QueueTable).Bucket([]byte(name)).Cursor().First()
 		if k == nil {
 			return nil
 		}
@@ -358,7 +359,7 @@ func (ob *Outbox) oldest(name string) (Entry, bool, error) {
 
 func (ob *Outbox) delete(name string, seq uint64) error {
 	err := ob.o.DB.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(outboxBucket).Bucket([]byte(name)).Delete(key(seq))
+		return tx.Bucket(QueueTable).Bucket([]byte(name)).Delete(key(seq))
 	})
 	if err == nil {
 		ob.removed(name)
@@ -370,7 +371,7 @@ func (ob *Outbox) deadLetter(ctx context.Context, e Entry, reason string, log ze
 	e.Reason, e.Failed = reason, ob.o.Now().UTC()
 	raw, _ := json.Marshal(e)
 	err := ob.o.DB.Update(func(tx *bolt.Tx) error {
-		dl, err := tx.Bucket(deadLetterBucket).CreateBucketIfNotExists([]byte(e.Sink))
+		dl, err := tx.Bucket(DeadLetterTable).CreateBucketIfNotExists([]byte(e.Sink))
 		if err != nil {
 			return err
 		}
@@ -381,7 +382,7 @@ func (ob *Outbox) deadLetter(ctx context.Context, e Entry, reason string, log ze
 		if err := dl.Put(key(seq), raw); err != nil {
 			return err
 		}
-		return tx.Bucket(outboxBucket).Bucket([]byte(e.Sink)).Delete(key(e.Seq))
+		return tx.Bucket(QueueTable).Bucket([]byte(e.Sink)).Delete(key(e.Seq))
 	})
 	if err != nil {
 		log.Error().Err(err).Msg("moving an alert to the dead letters")

@@ -171,7 +171,7 @@ func TestStopWhileDeadLetteringFails(t *testing.T) {
 	}
 	// A key where the sink's dead-letter bucket belongs: every move fails.
 	if err := db.Update(func(tx *bolt.Tx) error {
-		root := tx.Bucket(deadLetterBucket)
+		root := tx.Bucket(DeadLetterTable)
 		if err := root.DeleteBucket([]byte("scripted")); err != nil {
 			return err
 		}

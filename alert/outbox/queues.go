@@ -30,7 +30,7 @@ func ListQueues(db *bolt.DB) ([]QueueInfo, error) {
 		return q
 	}
 	err := db.View(func(tx *bolt.Tx) error {
-		if root := tx.Bucket(outboxBucket); root != nil {
+		if root := tx.Bucket(QueueTable); root != nil {
 			if err := root.ForEachBucket(func(k []byte) error {
 				get(string(k)).Pending = count(root.Bucket(k))
 				return nil
@@ -38,7 +38,7 @@ func ListQueues(db *bolt.DB) ([]QueueInfo, error) {
 				return err
 			}
 		}
-		if root := tx.Bucket(deadLetterBucket); root != nil {
+		if root := tx.Bucket(DeadLetterTable); root != nil {
 			return root.ForEachBucket(func(k []byte) error {
 				get(string(k)).DeadLetters = count(root.Bucket(k))
 				return nil
@@ -86,14 +86,14 @@ func MoveQueue(db *bolt.DB, from, to string) (int, error) {
 	}
 	n := 0
 	err := db.Update(func(tx *bolt.Tx) error {
-		for _, rootName := range [][]byte{outboxBucket, deadLetterBucket} {
+		for _, rootName := range [][]byte{QueueTable, DeadLetterTable} {
 			root, err := tx.CreateBucketIfNotExists(rootName)
 			if err != nil {
 				return err
 			}
 			src := root.Bucket([]byte(from))
 			if src == nil {
-				if string(rootName) == string(outboxBucket) {
+				if string(rootName) == string(QueueTable) {
 					return fmt.Errorf("no queue %q in the outbox", from)
 				}
 				continue
@@ -111,7 +111,7 @@ func MoveQueue(db *bolt.DB, from, to string) (int, error) {
 				if err := dst.Put(key(seq), v); err != nil {
 					return err
 				}
-				if string(rootName) == string(outboxBucket) {
+				if string(rootName) == string(QueueTable) {
 					n++
 				}
 			}
@@ -130,13 +130,13 @@ func DropQueue(db *bolt.DB, queue string) (int, error) {
 	n := 0
 	err := db.Update(func(tx *bolt.Tx) error {
 		found := false
-		for _, rootName := range [][]byte{outboxBucket, deadLetterBucket} {
+		for _, rootName := range [][]byte{QueueTable, DeadLetterTable} {
 			root := tx.Bucket(rootName)
 			if root == nil || root.Bucket([]byte(queue)) == nil {
 				continue
 			}
 			found = true
-			if string(rootName) == string(outboxBucket) {
+			if string(rootName) == string(QueueTable) {
 				n = count(root.Bucket([]byte(queue)))
 			}
 			if err := root.DeleteBucket([]byte(queue)); err != nil {

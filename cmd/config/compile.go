@@ -18,8 +18,7 @@ func compileCustomRules(c Config) ([]*rules.Compiled, []rules.FieldError) {
 		if r.ID == "" || strings.TrimSpace(r.When) == "" {
 			continue
 		}
-		sev, _ := rules.ParseSeverity(r.Severity) // a bad severity is validate's to report
-		compiled, err := rules.Compile(rules.CustomRule{ID: r.ID, Severity: sev, Summary: r.Summary, Remediation: r.Remediation, When: r.When}, c.Limits.CustomRuleCost)
+		compiled, err := rules.Compile(r, c.Limits.CustomRuleCost)
 		if err != nil {
 			errs = append(errs, rules.FieldError{Path: fmt.Sprintf("customRules[%d].when", i), Msg: strings.ReplaceAll(err.Error(), "<input>:", "expression ")})
 			continue

@@ -10,15 +10,15 @@ import (
 
 // Config is the whole configuration file (DESIGN.md section 3).
 type Config struct {
-	State       State        `yaml:"state"`
-	HTTP        HTTP         `yaml:"http"`
-	Log         Log          `yaml:"log"`
-	Sources     Sources      `yaml:"sources"`
-	Sinks       Sinks        `yaml:"sinks"`
-	Policy      rules.Policy `yaml:"policy"`
-	CustomRules []CustomRule `yaml:"customRules"`
-	Limits      Limits       `yaml:"limits"`
-	Reload      Reload       `yaml:"reload"`
+	State       State              `yaml:"state"`
+	HTTP        HTTP               `yaml:"http"`
+	Log         Log                `yaml:"log"`
+	Sources     Sources            `yaml:"sources"`
+	Sinks       Sinks              `yaml:"sinks"`
+	Policy      rules.Policy       `yaml:"policy"`
+	CustomRules []rules.CustomRule `yaml:"customRules"`
+	Limits      Limits             `yaml:"limits"`
+	Reload      Reload             `yaml:"reload"`
 
 	// Compiled holds the custom rules compiled by Parse.
 	Compiled []*rules.Compiled `yaml:"-"`
@@ -169,15 +169,6 @@ type Webhook struct {
 	Rules       []string       `yaml:"rules"`
 	Format      string         `yaml:"format"`
 	Timeout     rules.Duration `yaml:"timeout"`
-}
-
-// CustomRule is a rule written in CEL.
-type CustomRule struct {
-	ID          string `yaml:"id"`
-	Severity    string `yaml:"severity"`
-	Summary     string `yaml:"summary"`
-	Remediation string `yaml:"remediation"`
-	When        string `yaml:"when"`
 }
 
 // Default returns the configuration with every default set and every

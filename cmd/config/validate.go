@@ -134,7 +134,7 @@ func validateSinks(c *Config, add addFunc) {
 			add(p+".secretFile", "missing: webhooks are signed; give secretFile or secretEnv (format: slack may go unsigned)")
 		}
 		for j, r := range w.Rules {
-			if rules.Lookup(r) == nil && !slices.ContainsFunc(c.CustomRules, func(cr CustomRule) bool { return cr.ID == r }) {
+			if rules.Lookup(r) == nil && !slices.ContainsFunc(c.CustomRules, func(cr rules.CustomRule) bool { return cr.ID == r }) {
 				add(fmt.Sprintf("%s.rules[%d]", p, j), "unknown rule id %q", r)
 			}
 		}
@@ -153,8 +153,8 @@ func validateCustomRules(c *Config, add addFunc) []string {
 			add(p+".id", "duplicate rule id %q", r.ID)
 		}
 		custom = append(custom, r.ID)
-		if _, err := rules.ParseSeverity(r.Severity); err != nil {
-			add(p+".severity", "%v", err)
+		if r.Severity == 0 {
+			add(p+".severity", "missing (info, low, medium, high or critical)")
 		}
 		if strings.TrimSpace(r.When) == "" {
 			add(p+".when", "missing CEL expression")

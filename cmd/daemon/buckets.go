@@ -51,7 +51,7 @@ func bucketsHandler(db *bolt.DB) http.HandlerFunc {
 			Next    string       `json:"next,omitempty"`
 		}{Buckets: []bucketView{}}
 		err := db.View(func(tx *bolt.Tx) error {
-			b := tx.Bucket(rules.BucketStateBucket)
+			b := tx.Bucket(rules.BucketStateTable)
 			if b == nil {
 				return nil
 			}

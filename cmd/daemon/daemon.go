@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -252,23 +251,6 @@ func newLogger(w io.Writer, level string) zerolog.Logger {
 	return zerolog.New(w).Level(l).With().Timestamp().Logger()
 }
 
-// openState opens the bbolt database in the state folder. The file lock
-// keeps a second daemon off the same state.
-func openState(dir string) (*bolt.DB, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("state.dir: %w", err)
-	}
-	path := filepath.Join(dir, "encwatch.db")
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
-	if errors.Is(err, bolt.ErrTimeout) {
-		return nil, fmt.Errorf("state %s is in use by another encwatch process", path)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("opening state %s: %w", path, err)
-	}
-	return db, nil
-}
-
 // sourceEnv is what every source is built with.
 type sourceEnv struct {
 	cfg        config.Config
@@ -347,7 +329,9 @@ func filesSource(_ context.Context, e sourceEnv) (ingest.Source, error) {
 	return &filesrc.Source{Paths: f.Paths, Watch: f.Watch, PollInterval: f.Interval.D(), Limits: e.cfg.IngestLimits(), DataEvents: e.dataEvents,
 		Checkpoints: e.cps, Logger: e.logger("files"),
 		// The files source logs bad input itself, with the file.
-		OnError: func(_ ingest.Position, err error) { e.pm.decodeErrors.WithLabelValues("files", ingest.ErrorReason(err)).Inc() }}, nil
+		OnError: func(_ ingest.Position, err error) {
+			e.pm.decodeErrors.WithLabelValues("files", ingest.ErrorReason(err)).Inc()
+		}}, nil
 }
 
 func sqsSource(ctx context.Context, e sourceEnv) (ingest.Source, error) {

@@ -271,7 +271,7 @@ func (p *pipeline) store(b ingest.Batch, mark []byte, done func(*bolt.Tx) error)
 // transaction that stores the batch.
 func finish(tx *bolt.Tx, mark []byte, done func(*bolt.Tx) error) error {
 	if mark != nil {
-		if bk := tx.Bucket(inflightBucket); bk != nil {
+		if bk := tx.Bucket(inflightTable); bk != nil {
 			if err := bk.Delete(mark); err != nil {
 				return err
 			}
@@ -327,7 +327,7 @@ func (p *pipeline) retryQuarantined(ctx context.Context) error {
 		}
 		key := seqKey(q.ID)
 		done := func(tx *bolt.Tx) error {
-			if bk := tx.Bucket(quarantineBucket); bk != nil {
+			if bk := tx.Bucket(quarantineTable); bk != nil {
 				return bk.Delete(key)
 			}
 			return nil

@@ -30,9 +30,9 @@ import (
 //     quarantine list|retry|drop` shows them, has the daemon judge them
 //     again at its next start, or forgets them.
 var (
-	inflightBucket   = []byte("inflight")
-	suspectsBucket   = []byte("suspects")
-	quarantineBucket = []byte("quarantine")
+	inflightTable   = []byte("inflight")
+	suspectsTable   = []byte("suspects")
+	quarantineTable = []byte("quarantine")
 )
 
 // maxCrashes is how many crashes an event may be in flight at before it
@@ -100,7 +100,7 @@ func markInflight(db *bolt.DB, b ingest.Batch, now time.Time) ([]byte, error) {
 	}
 	var k []byte
 	err = db.Update(func(tx *bolt.Tx) error {
-		bk, err := tx.CreateBucketIfNotExists(inflightBucket)
+		bk, err := tx.CreateBucketIfNotExists(inflightTable)
 		if err != nil {
 			return err
 		}
@@ -119,11 +119,11 @@ func markInflight(db *bolt.DB, b ingest.Batch, now time.Time) ([]byte, error) {
 func recoverInflight(db *bolt.DB, now time.Time) ([]inflightMark, error) {
 	var marks []inflightMark
 	err := db.Update(func(tx *bolt.Tx) error {
-		in := tx.Bucket(inflightBucket)
+		in := tx.Bucket(inflightTable)
 		if in == nil {
 			return nil
 		}
-		sus, err := tx.CreateBucketIfNotExists(suspectsBucket)
+		sus, err := tx.CreateBucketIfNotExists(suspectsTable)
 		if err != nil {
 			return err
 		}
@@ -153,7 +153,7 @@ func recoverInflight(db *bolt.DB, now time.Time) ([]inflightMark, error) {
 		}); err != nil {
 			return err
 		}
-		return tx.DeleteBucket(inflightBucket)
+		return tx.DeleteBucket(inflightTable)
 	})
 	return marks, err
 }
@@ -161,7 +161,7 @@ func recoverInflight(db *bolt.DB, now time.Time) ([]inflightMark, error) {
 // crashCounts returns, for the events of a batch that are suspects, how
 // many crashes each was in flight at (nil when none is a suspect).
 func crashCounts(tx *bolt.Tx, evs []*ingest.Event) map[string]int {
-	sus := tx.Bucket(suspectsBucket)
+	sus := tx.Bucket(suspectsTable)
 	if sus == nil {
 		return nil
 	}
@@ -184,7 +184,7 @@ func crashCounts(tx *bolt.Tx, evs []*ingest.Event) map[string]int {
 
 // clearSuspects forgets the events of a batch that was stored.
 func clearSuspects(tx *bolt.Tx, evs []*ingest.Event) error {
-	sus := tx.Bucket(suspectsBucket)
+	sus := tx.Bucket(suspectsTable)
 	if sus == nil {
 		return nil
 	}
@@ -198,7 +198,7 @@ func clearSuspects(tx *bolt.Tx, evs []*ingest.Event) error {
 
 // putQuarantine sets events aside inside tx and returns the entry's ID.
 func putQuarantine(tx *bolt.Tx, q Quarantined) (uint64, error) {
-	bk, err := tx.CreateBucketIfNotExists(quarantineBucket)
+	bk, err := tx.CreateBucketIfNotExists(quarantineTable)
 	if err != nil {
 		return 0, err
 	}
@@ -217,7 +217,7 @@ func putQuarantine(tx *bolt.Tx, q Quarantined) (uint64, error) {
 func ListQuarantine(db *bolt.DB) ([]Quarantined, error) {
 	var out []Quarantined
 	err := db.View(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(quarantineBucket)
+		bk := tx.Bucket(quarantineTable)
 		if bk == nil {
 			return nil
 		}
@@ -266,7 +266,7 @@ func DropQuarantine(db *bolt.DB, id uint64) (int, error) {
 func updateQuarantine(db *bolt.DB, id uint64, fn func(bk *bolt.Bucket, k []byte, q *Quarantined) error) (int, error) {
 	n := 0
 	err := db.Update(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(quarantineBucket)
+		bk := tx.Bucket(quarantineTable)
 		if bk == nil {
 			if id != 0 {
 				return fmt.Errorf("no quarantine entry %d", id)
@@ -342,7 +342,7 @@ func (p *pipeline) recover(ctx context.Context) error {
 func countQuarantine(db *bolt.DB) (int, error) {
 	n := 0
 	err := db.View(func(tx *bolt.Tx) error {
-		if bk := tx.Bucket(quarantineBucket); bk != nil {
+		if bk := tx.Bucket(quarantineTable); bk != nil {
 			c := bk.Cursor()
 			for k, _ := c.First(); k != nil; k, _ = c.Next() {
 				n++

@@ -197,7 +197,7 @@ func TestCrashLoopBreaks(t *testing.T) {
 	}
 	var cp []byte
 	db.View(func(tx *bolt.Tx) error {
-		cp = append(cp, tx.Bucket(ingest.CheckpointBucket).Get([]byte("cp"))...)
+		cp = append(cp, tx.Bucket(ingest.CheckpointTable).Get([]byte("cp"))...)
 		return nil
 	})
 	if string(cp) != "y" {
@@ -208,7 +208,7 @@ func TestCrashLoopBreaks(t *testing.T) {
 		if crashCounts(tx, batch.Events) != nil {
 			t.Error("suspects left after the batch was stored")
 		}
-		if b := tx.Bucket(inflightBucket); b != nil && b.Stats().KeyN != 0 {
+		if b := tx.Bucket(inflightTable); b != nil && b.Stats().KeyN != 0 {
 			t.Error("inflight mark left after the batch was stored")
 		}
 		return nil
@@ -276,4 +276,42 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value str
 		}
 	}
 	return 0
+}
+
+// TestStateLayoutDocumented: every top-level table a daemon writes is
+// listed, with its owner, in the layout comment of state.go.
+func TestStateLayoutDocumented(t *testing.T) {
+	dir, state := t.TempDir(), t.TempDir()
+	copyFile(t, "../../fixtures/records/read-burst.jsonl", filepath.Join(dir, "a.jsonl"))
+	copyFile(t, "../../fixtures/records/dir-put-kms-cmk.json", filepath.Join(dir, "b.json"))
+	runToEnd(t, filesConfig(state, dir))
+	db, err := bolt.Open(filepath.Join(state, "encwatch.db"), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	src, err := os.ReadFile("state.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{}
+	for _, tb := range stateTables {
+		known[string(tb)] = true
+		if !strings.Contains(string(src), "//\t"+string(tb)+" ") {
+			t.Errorf("table %s is not in the layout comment", tb)
+		}
+	}
+	n := 0
+	db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+			n++
+			if !known[string(name)] {
+				t.Errorf("the daemon wrote table %q, which state.go does not describe", name)
+			}
+			return nil
+		})
+	})
+	if n < 5 {
+		t.Errorf("only %d tables written", n)
+	}
 }

@@ -24,7 +24,7 @@ type Case struct {
 	// defaults. Empty means the default policy.
 	Policy yaml.Node `yaml:"policy"`
 	// CustomRules are CEL rules to judge with, as in the configuration.
-	CustomRules []CustomRule `yaml:"customRules"`
+	CustomRules []rules.CustomRule `yaml:"customRules"`
 	// Limits are the configuration's limits that shape judging; zero fields
 	// take the value Run is given.
 	Limits Limits `yaml:"limits"`
@@ -42,15 +42,6 @@ type Case struct {
 type Limits struct {
 	// CustomRuleCost bounds one custom rule on one event, in CEL cost units.
 	CustomRuleCost uint64 `yaml:"customRuleCost"`
-}
-
-// CustomRule is a custom rule in a case file.
-type CustomRule struct {
-	ID          string `yaml:"id"`
-	Severity    string `yaml:"severity"`
-	Summary     string `yaml:"summary"`
-	Remediation string `yaml:"remediation"`
-	When        string `yaml:"when"`
 }
 
 // EventRef is a record file path or an inline record.

@@ -37,12 +37,11 @@ func Run(c *Case, costLimit uint64) Result {
 	}
 	var compiled []*rules.Compiled
 	for _, cr := range c.CustomRules {
-		sev, err := rules.ParseSeverity(cr.Severity)
-		if err != nil {
-			res.Err = fmt.Errorf("%s: custom rule %s: %w", c.Path, cr.ID, err)
+		if cr.Severity == 0 {
+			res.Err = fmt.Errorf("%s: custom rule %s: severity missing", c.Path, cr.ID)
 			return res
 		}
-		cc, err := rules.Compile(rules.CustomRule{ID: cr.ID, Severity: sev, Summary: cr.Summary, Remediation: cr.Remediation, When: cr.When}, costLimit)
+		cc, err := rules.Compile(cr, costLimit)
 		if err != nil {
 			res.Err = fmt.Errorf("%s: %w", c.Path, err)
 			return res
