@@ -17,9 +17,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/encwatch/encwatch/fixtures/testkit"
 
 	"go.yaml.in/yaml/v3"
 
@@ -139,10 +140,8 @@ func TestPrometheusScrapesDaemon(t *testing.T) {
 	emu := awsemu.NewCloudTrail()
 	esrv := httptest.NewServer(emu)
 	defer esrv.Close()
-	for k, v := range map[string]string{"AWS_ENDPOINT_URL_CLOUDTRAIL": esrv.URL, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
-		"AWS_CA_BUNDLE": "", "AWS_CONFIG_FILE": os.DevNull, "AWS_SHARED_CREDENTIALS_FILE": os.DevNull, "AWS_EC2_METADATA_DISABLED": "true", "HOOK_SECRET": "k"} {
-		t.Setenv(k, v)
-	}
+	testkit.AWSEnv(t, esrv.URL)
+	t.Setenv("HOOK_SECRET", "k")
 	b, _ := os.ReadFile("../fixtures/records/gp-delete.json")
 	rec, _ := awsemu.Retime(b, time.Now().Add(-time.Minute))
 	emu.AddRecord("111122223333", "us-east-1", rec, time.Time{})
@@ -173,7 +172,7 @@ customRules: [{id: any-delete, severity: info, summary: delete, when: 'event.nam
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var daemonLog lockedBuffer
+	var daemonLog testkit.Buffer
 	defer func() {
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", daemonLog.String())
@@ -453,21 +452,4 @@ func TestDockerfile(t *testing.T) {
 	if strings.Count(d, "FROM ") < 2 {
 		t.Error("the Dockerfile is not multi-stage")
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,31 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/encwatch/encwatch/fixtures/testkit"
+
 	"github.com/encwatch/encwatch/cmd/config"
 )
-
-// syncBuffer is a bytes.Buffer safe for the daemon's writer and the test's
-// reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func copyFile(t *testing.T, from, to string) {
 	t.Helper()
@@ -64,7 +45,7 @@ sinks: {stdout: {}}
 		t.Fatal(err)
 	}
 	run := func(until func(out string) bool) (string, string) {
-		var out syncBuffer
+		var out testkit.Buffer
 		ctx, cancel := context.WithCancel(context.Background())
 		addr := make(chan string, 1)
 		done := make(chan error, 1)
@@ -143,8 +124,8 @@ sinks: {stdout: {}}
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
-	var logs syncBuffer
+	var out testkit.Buffer
+	var logs testkit.Buffer
 	reload := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan string, 1)

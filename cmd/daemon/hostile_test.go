@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/encwatch/encwatch/fixtures/testkit"
+
 	"github.com/klauspost/compress/gzip"
 
 	"github.com/encwatch/encwatch/cmd/config"
@@ -82,7 +84,7 @@ sinks: {stdout: {}}
 			}
 		}
 	}()
-	var out, logs syncBuffer
+	var out, logs testkit.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan string, 1)
 	done := make(chan error, 1)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/encwatch/encwatch/fixtures/testkit"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
@@ -31,7 +33,7 @@ func runToEnd(t *testing.T, cfgText string, extra ...outbox.Queue) (string, stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out, logs syncBuffer
+	var out, logs testkit.Buffer
 	reg := prometheus.NewRegistry()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -153,7 +155,7 @@ func TestCrashLoopBreaks(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	ob, err := outbox.New(outbox.Options{DB: db, Queues: []outbox.Queue{{Sink: alert.NewStdout(&syncBuffer{})}}, Logger: zerolog.Nop()})
+	ob, err := outbox.New(outbox.Options{DB: db, Queues: []outbox.Queue{{Sink: alert.NewStdout(&testkit.Buffer{})}}, Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +225,7 @@ func TestPipelineCountsSkippedFromBatchStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	ob, _ := outbox.New(outbox.Options{DB: db, Queues: []outbox.Queue{{Sink: alert.NewStdout(&syncBuffer{})}}, Logger: zerolog.Nop()})
+	ob, _ := outbox.New(outbox.Options{DB: db, Queues: []outbox.Queue{{Sink: alert.NewStdout(&testkit.Buffer{})}}, Logger: zerolog.Nop()})
 	p := &pipeline{db: db, outbox: ob, now: time.Now, metrics: newPipelineMetrics(prometheus.NewRegistry()), log: zerolog.Nop()}
 	e, _ := rules.New(rules.DefaultPolicy(), nil)
 	p.engine.Store(e)
@@ -249,7 +251,7 @@ func TestBackgroundJoinedWhenSourcesEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := goleak.IgnoreCurrent()
-	if err := Run(context.Background(), Options{Config: cfg, ConfigPath: cfgPath, Reload: make(chan struct{}), Stdout: &syncBuffer{}, Stderr: &syncBuffer{}}); err != nil {
+	if err := Run(context.Background(), Options{Config: cfg, ConfigPath: cfgPath, Reload: make(chan struct{}), Stdout: &testkit.Buffer{}, Stderr: &testkit.Buffer{}}); err != nil {
 		t.Fatal(err)
 	}
 	goleak.VerifyNone(t, before, goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),

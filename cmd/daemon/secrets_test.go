@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/encwatch/encwatch/fixtures/testkit"
+
 	"github.com/twmb/franz-go/pkg/kfake"
 	bolt "go.etcd.io/bbolt"
 
@@ -60,7 +62,7 @@ sinks:
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out, logs syncBuffer
+	var out, logs testkit.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc := make(chan string, 1)
 	done := make(chan error, 1)

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/encwatch/encwatch/fixtures/testkit"
+
 	"github.com/encwatch/encwatch/alert"
 	"github.com/encwatch/encwatch/fixtures/awsemu"
 )
@@ -65,10 +67,10 @@ func startDaemon(t *testing.T, cfgPath, endpoint string, extraEnv ...string) *da
 	t.Helper()
 	cmd := exec.Command(encwatchBinary(t), "run", "--config", cfgPath)
 	home := t.TempDir()
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home,
-		"AWS_ENDPOINT_URL_CLOUDTRAIL=" + endpoint, "AWS_ENDPOINT_URL_STS=" + endpoint,
-		"AWS_ACCESS_KEY_ID=AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY=secret", "AWS_EC2_METADATA_DISABLED=true",
-		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_REGION=us-east-1"}
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home}
+	for k, v := range testkit.AWSEnviron(endpoint) {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
 	cmd.Env = append(cmd.Env, extraEnv...)
 	stdout, _ := cmd.StdoutPipe()
 	stderr, _ := cmd.StderrPipe()
@@ -176,8 +178,7 @@ sinks:
 }
 
 func lookupRecord(id, name string, at time.Time) []byte {
-	return fmt.Appendf(nil, `{"eventVersion":"1.11","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/u","accountId":"111122223333","userName":"u"},"eventTime":%q,"eventSource":"s3.amazonaws.com","eventName":%q,"awsRegion":"us-east-1","requestParameters":{"bucketName":"bucket-%s","Host":"x"},"eventID":%q,"recipientAccountId":"111122223333"}`,
-		at.UTC().Format(time.RFC3339), name, id, id)
+	return testkit.Record{ID: id, Name: name, Bucket: "bucket-" + id, Time: at}.Build()
 }
 
 // TestDaemonLateEventsAndGracefulRestart: events that become visible late

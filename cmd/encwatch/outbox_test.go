@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/encwatch/encwatch/fixtures/testkit"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
@@ -71,11 +73,11 @@ sinks:
 		if err != nil {
 			t.Fatal(err)
 		}
-		var logs lockedBuffer
+		var logs testkit.Buffer
 		reg := prometheus.NewRegistry()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		if err := daemon.Run(ctx, daemon.Options{Config: cfg, Stdout: &lockedBuffer{}, Stderr: &logs, Registry: reg}); err != nil {
+		if err := daemon.Run(ctx, daemon.Options{Config: cfg, Stdout: &testkit.Buffer{}, Stderr: &logs, Registry: reg}); err != nil {
 			t.Fatalf("daemon: %v\n%s", err, logs.String())
 		}
 		return logs.String(), reg

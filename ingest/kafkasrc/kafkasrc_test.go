@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/encwatch/encwatch/fixtures/testkit"
+
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -20,7 +22,7 @@ import (
 )
 
 func record(id string) string {
-	return `{"eventVersion":"1.11","eventTime":"2026-03-01T00:00:00Z","eventSource":"s3.amazonaws.com","eventName":"DeleteBucketEncryption","awsRegion":"us-east-1","requestParameters":{"bucketName":"b-` + id + `"},"eventID":"` + id + `","recipientAccountId":"1"}`
+	return string(testkit.Record{ID: id, Name: "DeleteBucketEncryption", Bucket: "b-" + id, Account: "1"}.Build())
 }
 
 // TestGroupSurvivesAConsumerDying: two consumers share a four-partition

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/encwatch/encwatch/fixtures/testkit"
+
 	"github.com/rs/zerolog"
 
 	"github.com/encwatch/encwatch/fixtures/awsemu"
@@ -22,20 +24,12 @@ func emulator(t *testing.T) *awsemu.CloudTrail {
 	emu := awsemu.NewCloudTrail()
 	srv := httptest.NewServer(emu)
 	t.Cleanup(srv.Close)
-	t.Setenv("AWS_ENDPOINT_URL_CLOUDTRAIL", srv.URL)
-	t.Setenv("AWS_ENDPOINT_URL_STS", srv.URL)
-	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
-	t.Setenv("AWS_CA_BUNDLE", "")
-	t.Setenv("AWS_PROFILE", "")
-	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+	testkit.AWSEnv(t, srv.URL)
 	return emu
 }
 
 func rec(id, name, bucket string, at time.Time) []byte {
-	return fmt.Appendf(nil, `{"eventVersion":"1.11","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/u","userName":"u"},"eventTime":%q,"eventSource":"s3.amazonaws.com","eventName":%q,"awsRegion":"us-east-1","requestParameters":{"bucketName":%q,"Host":"x"},"eventID":%q,"recipientAccountId":"111122223333"}`,
-		at.UTC().Format(time.RFC3339), name, bucket, id)
+	return testkit.Record{ID: id, Name: name, Bucket: bucket, Time: at}.Build()
 }
 
 // collector is a Handler that records what it was handed.

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/encwatch/encwatch/fixtures/testkit"
+
 	"github.com/rs/zerolog"
 
 	"github.com/encwatch/encwatch/fixtures/awsemu"
@@ -126,10 +128,8 @@ func TestSourceWithEmulators(t *testing.T) {
 	qs, ss := httptest.NewServer(q), httptest.NewServer(store)
 	defer qs.Close()
 	defer ss.Close()
-	for k, v := range map[string]string{"AWS_ENDPOINT_URL_SQS": qs.URL, "AWS_ENDPOINT_URL_S3": ss.URL, "AWS_ACCESS_KEY_ID": "x",
-		"AWS_SECRET_ACCESS_KEY": "y", "AWS_REGION": "us-east-1", "AWS_CA_BUNDLE": "", "AWS_CONFIG_FILE": os.DevNull, "AWS_SHARED_CREDENTIALS_FILE": os.DevNull} {
-		t.Setenv(k, v)
-	}
+	testkit.AWSEnv(t, qs.URL)
+	t.Setenv("AWS_ENDPOINT_URL_S3", ss.URL)
 	recs, _ := filepath.Glob("../../fixtures/records/gp-*.json")
 	var keys []string
 	for i, p := range recs[:6] {
