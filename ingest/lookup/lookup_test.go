@@ -229,8 +229,8 @@ func TestCloudTrailEventWithinLimits(t *testing.T) {
 	emu := emulator(t)
 	now := time.Now()
 	big := rec("too-big", ingest.PutBucketEncryption, "b-"+strings.Repeat("x", 5000), now.Add(-time.Minute))
-	deep := []byte(strings.Replace(string(rec("too-deep", ingest.PutBucketEncryption, "b-deep", now.Add(-time.Minute))),
-		`"Host":"x"`, `"Host":"x","n":`+strings.Repeat("[", 100)+strings.Repeat("]", 100), 1))
+	deep := testkit.Record{ID: "too-deep", Bucket: "b-deep", Time: now.Add(-time.Minute),
+		Extra: map[string]string{"n": strings.Repeat("[", 100) + strings.Repeat("]", 100)}}.Build()
 	for _, r := range [][]byte{big, deep, rec("good", ingest.DeleteBucketEncryption, "b-good", now.Add(-time.Minute))} {
 		if err := emu.AddRecord("111122223333", "us-east-1", r, time.Time{}); err != nil {
 			t.Fatal(err)
