@@ -7,6 +7,8 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Writer writes alerts to a stream, one per line, as JSON (the alert v1
@@ -48,8 +50,42 @@ func (w *Writer) Flush() error {
 }
 
 // Text renders an alert as one readable line starting with its severity
-// and rule id.
-func Text(a Alert) string {
+// and rule id. Everything in it but the layout comes from a CloudTrail
+// record, which whoever can write to a source controls: control characters
+// (a newline that would forge another alert line, terminal escapes) are
+// written as \xNN or \uNNNN escapes.
+func Text(a Alert) string { return Printable(text(a)) }
+
+// Printable escapes control characters and invalid UTF-8, so that hostile
+// text cannot break a line or drive a terminal.
+func Printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case r < 0x80 && unicode.IsControl(r):
+			fmt.Fprintf(&b, "\\x%02x", r)
+		case unicode.IsControl(r) || r == '\u2028' || r == '\u2029':
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+func text(a Alert) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-8s %-32s %s", strings.ToUpper(a.Severity), a.Rule, a.Summary)
 	actor := a.Event.Actor.ARN

@@ -189,6 +189,12 @@ func (s *Sink) Send(ctx context.Context, d alert.Delivery) error {
 	}
 }
 
+var slackEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+
+func slackText(s string) string { return slackEscaper.Replace(alert.Printable(s)) }
+
+func slackCode(s string) string { return strings.ReplaceAll(slackText(s), "`", "'") }
+
 // parseRetryAfter reads seconds or an HTTP date.
 func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
@@ -203,18 +209,21 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	return 0
 }
 
-// Slack renders an alert as a Slack incoming-webhook message.
+// Slack renders an alert as a Slack incoming-webhook message. What comes
+// from a CloudTrail record is escaped as Slack asks (&, <, >), so that a
+// hostile bucket name or caller cannot mention @channel or forge a link,
+// and loses its backticks, so that it cannot leave its code span.
 func Slack(a alert.Alert) []byte {
 	var b strings.Builder
-	fmt.Fprintf(&b, "*%s* `%s` %s\n", strings.ToUpper(a.Severity), a.Rule, a.Summary)
-	fmt.Fprintf(&b, "Bucket: `%s` (%s, %s %s)\n", a.Bucket.Name, a.Bucket.Type, a.Bucket.Account, a.Bucket.Region)
+	fmt.Fprintf(&b, "*%s* `%s` %s\n", strings.ToUpper(a.Severity), a.Rule, slackText(a.Summary))
+	fmt.Fprintf(&b, "Bucket: `%s` (%s, %s %s)\n", slackCode(a.Bucket.Name), a.Bucket.Type, slackText(a.Bucket.Account), slackText(a.Bucket.Region))
 	actor := a.Event.Actor.ARN
 	if actor == "" {
 		actor = a.Event.Actor.Type
 	}
-	fmt.Fprintf(&b, "Event: %s `%s` at %s by `%s`\n", a.Event.Name, a.Event.ID, a.Event.Time, actor)
+	fmt.Fprintf(&b, "Event: %s `%s` at %s by `%s`\n", slackText(a.Event.Name), slackCode(a.Event.ID), slackText(a.Event.Time), slackCode(actor))
 	if a.Encryption != nil {
-		fmt.Fprintf(&b, "Set: %s key `%s` Bucket Key %v\n", a.Encryption.Algorithm, a.Encryption.KMSKeyID, a.Encryption.BucketKeyEnabled)
+		fmt.Fprintf(&b, "Set: %s key `%s` Bucket Key %v\n", slackText(a.Encryption.Algorithm), slackCode(a.Encryption.KMSKeyID), a.Encryption.BucketKeyEnabled)
 	}
 	fmt.Fprintf(&b, "Remediation: %s", a.Remediation)
 	out, _ := json.Marshal(map[string]string{"text": b.String()})

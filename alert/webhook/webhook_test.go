@@ -24,6 +24,7 @@ import (
 	"github.com/encwatch/encwatch/alert"
 	"github.com/encwatch/encwatch/alert/outbox"
 	"github.com/encwatch/encwatch/alert/webhook"
+	"github.com/encwatch/encwatch/fixtures/testkit"
 )
 
 var secret = []byte("s3cr3t-hmac-key")
@@ -290,4 +291,28 @@ func TestVerifyAgreesWithIndependentHMAC(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSlackGolden: the Slack message, byte for byte, for an alert whose
+// record fields try to mention @channel, forge a link, leave their code
+// span and add lines.
+func TestSlackGolden(t *testing.T) {
+	a := alert.Alert{Schema: alert.Schema, ID: "x", Rule: "encryption-deleted", Severity: "high",
+		Summary:     "default encryption deleted on general-purpose bucket <!channel> & <https://evil.example|your bank>",
+		Remediation: "Restore the bucket's default encryption.",
+		Bucket:      alert.Bucket{Name: "b`<!here>`\nx", Type: "general-purpose", Account: "111122223333", Region: "us-east-1"},
+		Event:       alert.Event{ID: "e-1", Name: "DeleteBucketEncryption", Time: "2026-03-02T10:00:00Z", Actor: alert.Actor{ARN: "arn:aws:iam::111122223333:user/`<@U123>`"}},
+		Encryption:  &alert.Encryption{Algorithm: "aws:kms", KMSKeyID: "alias/<!everyone>"},
+	}
+	got := webhook.Slack(a)
+	var msg struct{ Text string }
+	if err := json.Unmarshal(got, &msg); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"<!", "<@", "<https", "`<", "\nx"} {
+		if strings.Contains(msg.Text, bad) {
+			t.Errorf("the Slack text holds %q:\n%s", bad, msg.Text)
+		}
+	}
+	testkit.Golden(t, "slack.json", append(got, '\n'))
 }
