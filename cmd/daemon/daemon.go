@@ -22,10 +22,6 @@ import (
 	"github.com/encwatch/encwatch/alert/outbox"
 	"github.com/encwatch/encwatch/cmd/config"
 	"github.com/encwatch/encwatch/ingest"
-	"github.com/encwatch/encwatch/ingest/filesrc"
-	"github.com/encwatch/encwatch/ingest/kafkasrc"
-	"github.com/encwatch/encwatch/ingest/lookup"
-	"github.com/encwatch/encwatch/ingest/s3sqs"
 	"github.com/encwatch/encwatch/rules"
 )
 
@@ -249,115 +245,6 @@ func newLogger(w io.Writer, level string) zerolog.Logger {
 		l = zerolog.InfoLevel
 	}
 	return zerolog.New(w).Level(l).With().Timestamp().Logger()
-}
-
-// sourceEnv is what every source is built with.
-type sourceEnv struct {
-	cfg        config.Config
-	cps        ingest.Checkpoints
-	log        zerolog.Logger
-	reg        prometheus.Registerer
-	pm         *pipelineMetrics
-	dataEvents bool
-}
-
-// onError counts and logs a source's bad input.
-func (e sourceEnv) onError(source string) func(ingest.Position, error) {
-	return func(pos ingest.Position, err error) {
-		e.pm.decodeErrors.WithLabelValues(source, ingest.ErrorReason(err)).Inc()
-		e.log.Warn().Err(err).Str("source", source).Str("where", pos.String()).Msg("bad input skipped")
-	}
-}
-
-func (e sourceEnv) logger(component string) zerolog.Logger {
-	return e.log.With().Str("component", component).Logger()
-}
-
-// buildSources builds every configured source.
-func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerolog.Logger, reg prometheus.Registerer, pm *pipelineMetrics, dataEvents bool) ([]source, error) {
-	env := sourceEnv{cfg: cfg, cps: ingest.BoltCheckpoints{DB: db}, log: log, reg: reg, pm: pm, dataEvents: dataEvents}
-	builders := []struct {
-		name  string
-		on    bool
-		build func(context.Context, sourceEnv) (ingest.Source, error)
-	}{
-		{"lookup", cfg.Sources.Lookup != nil, lookupSource},
-		{"files", cfg.Sources.Files != nil, filesSource},
-		{"sqs", cfg.Sources.SQS != nil, sqsSource},
-		{"kafka", cfg.Sources.Kafka != nil, kafkaSource},
-	}
-	var out []source
-	for _, b := range builders {
-		if !b.on {
-			continue
-		}
-		src, err := b.build(ctx, env)
-		if err != nil {
-			return nil, err
-		}
-		pm.init(b.name)
-		out = append(out, source{b.name, src})
-	}
-	return out, nil
-}
-
-func lookupSource(ctx context.Context, e sourceEnv) (ingest.Source, error) {
-	l := e.cfg.Sources.Lookup
-	var targets []lookup.Target
-	for _, region := range l.Regions {
-		if len(l.Accounts) == 0 {
-			t, err := lookup.NewTarget(ctx, region, "", "")
-			if err != nil {
-				return nil, err
-			}
-			targets = append(targets, t)
-		}
-		for _, a := range l.Accounts {
-			t, err := lookup.NewTarget(ctx, region, a.RoleARN, a.ExternalID)
-			if err != nil {
-				return nil, err
-			}
-			targets = append(targets, t)
-		}
-	}
-	return lookup.New(lookup.Options{Targets: targets, Interval: l.Interval.D(), Overlap: l.Overlap.D(), StartFrom: l.StartFrom.D(),
-		Checkpoints: e.cps, Limits: e.cfg.IngestLimits(), OnError: e.onError("lookup"), Logger: e.logger("lookup"), Metrics: lookup.NewMetrics(e.reg)})
-}
-
-func filesSource(_ context.Context, e sourceEnv) (ingest.Source, error) {
-	f := e.cfg.Sources.Files
-	return &filesrc.Source{Paths: f.Paths, Watch: f.Watch, PollInterval: f.Interval.D(), Limits: e.cfg.IngestLimits(), DataEvents: e.dataEvents,
-		Checkpoints: e.cps, Logger: e.logger("files"),
-		// The files source logs bad input itself, with the file.
-		OnError: func(_ ingest.Position, err error) {
-			e.pm.decodeErrors.WithLabelValues("files", ingest.ErrorReason(err)).Inc()
-		}}, nil
-}
-
-func sqsSource(ctx context.Context, e sourceEnv) (ingest.Source, error) {
-	q := e.cfg.Sources.SQS
-	sq, s3c, err := s3sqs.NewClients(ctx, q.QueueURL)
-	if err != nil {
-		return nil, err
-	}
-	return s3sqs.New(s3sqs.Options{QueueURL: q.QueueURL, SQS: sq, S3: s3c, Workers: q.Workers, MaxReceives: q.MaxReceives,
-		Visibility: q.Visibility.D(), WaitTime: q.WaitTime.D(), Limits: e.cfg.IngestLimits(), DataEvents: e.dataEvents,
-		Logger: e.logger("sqs"), Metrics: s3sqs.NewMetrics(e.reg), OnError: e.onError("sqs")})
-}
-
-func kafkaSource(ctx context.Context, e sourceEnv) (ingest.Source, error) {
-	k := e.cfg.Sources.Kafka
-	tlsCfg, err := tlsConfig(k.TLS)
-	if err != nil {
-		return nil, fmt.Errorf("sources.kafka.tls: %w", err)
-	}
-	mech, err := saslMechanism(ctx, k.SASL)
-	if err != nil {
-		return nil, fmt.Errorf("sources.kafka.sasl: %w", err)
-	}
-	return kafkasrc.New(kafkasrc.Options{Brokers: k.Brokers, Topic: k.Topic, Group: k.Group, TLS: tlsCfg, SASL: mech,
-		Limits: e.cfg.IngestLimits(), DataEvents: e.dataEvents, Logger: e.logger("kafka-source"),
-		Metrics: kafkasrc.NewMetrics(e.reg), OnError: e.onError("kafka")})
 }
 
 func pending(ob *outbox.Outbox, qs []outbox.Queue) int {

@@ -80,7 +80,7 @@ func TestStoreFailureIsSetAside(t *testing.T) {
 	if !strings.Contains(out, `"rule":"encryption-deleted"`) || strings.Contains(out, "poison-1") {
 		t.Errorf("stdout:\n%s", out)
 	}
-	if n := counterValue(t, reg, "encwatch_batches_quarantined_total", "source", "files"); n != 1 {
+	if n := testkit.MetricValue(t, reg, "encwatch_batches_quarantined_total", "source", "files"); n != 1 {
 		t.Errorf("encwatch_batches_quarantined_total{source=files} = %v, want 1", n)
 	}
 	if !strings.Contains(logs, "batch set aside in the quarantine") || !strings.Contains(logs, poison) || !strings.Contains(logs, "key too large") {
@@ -106,7 +106,7 @@ func TestStoreFailureIsSetAside(t *testing.T) {
 	}
 	db.Close()
 	_, logs, reg = runToEnd(t, filesConfig(state, dir))
-	if n := counterValue(t, reg, "encwatch_batches_quarantined_total", "source", quarantineSource); n != 1 {
+	if n := testkit.MetricValue(t, reg, "encwatch_batches_quarantined_total", "source", quarantineSource); n != 1 {
 		t.Errorf("retried batch quarantined %v times, want 1; log:\n%s", n, logs)
 	}
 	if qs := quarantineEntries(t, state); len(qs) != 1 || qs[0].Retry {
@@ -138,7 +138,7 @@ func TestPanicWhileStoringIsSetAside(t *testing.T) {
 	if strings.Contains(out, "finance-reports") || !strings.Contains(out, `"rule":"directory-algorithm-unsupported"`) {
 		t.Errorf("stdout:\n%s", out)
 	}
-	if n := counterValue(t, reg, "encwatch_batches_quarantined_total", "source", "files"); n != 1 {
+	if n := testkit.MetricValue(t, reg, "encwatch_batches_quarantined_total", "source", "files"); n != 1 {
 		t.Errorf("quarantined %v, want 1", n)
 	}
 	if !strings.Contains(logs, "filter broke on finance-reports") || !strings.Contains(logs, "goroutine") {
@@ -256,28 +256,6 @@ func TestBackgroundJoinedWhenSourcesEnd(t *testing.T) {
 	}
 	goleak.VerifyNone(t, before, goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"), goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"))
-}
-
-// counterValue reads one counter of a registry by a label.
-func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					return m.GetCounter().GetValue() + m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
-	return 0
 }
 
 // TestStateLayoutDocumented: every top-level table a daemon writes is

@@ -88,7 +88,7 @@ sinks:
 	if !strings.Contains(logs, "webhook:secops") || !strings.Contains(logs, "encwatch outbox move --from webhook:secops") {
 		t.Errorf("no warning naming the orphaned queue and the way out:\n%s", logs)
 	}
-	if v := gaugeValue(t, reg, "encwatch_outbox_orphaned", "queue", "webhook:secops"); v != pending {
+	if v := testkit.MetricValue(t, reg, "encwatch_outbox_orphaned", "queue", "webhook:secops"); v != pending {
 		t.Errorf("encwatch_outbox_orphaned{queue=webhook:secops} = %v, want %d", v, pending)
 	}
 	if n := len(rx.ids()); n != 0 {
@@ -117,7 +117,7 @@ sinks:
 			t.Errorf("alert %s delivered %d times", id, n)
 		}
 	}
-	if v := gaugeValue(t, reg, "encwatch_outbox_orphaned", "queue", "webhook:secops"); v != 0 {
+	if v := testkit.MetricValue(t, reg, "encwatch_outbox_orphaned", "queue", "webhook:secops"); v != 0 {
 		t.Errorf("still reported orphaned after the move: %v", v)
 	}
 	if code, stdout, _ := runCLI(t, "", "outbox", "list", "--config", cfgPath); code != exitOK || strings.Contains(stdout, "orphaned") {
@@ -129,25 +129,4 @@ sinks:
 	if _, err := os.Stat(filepath.Join(state, "encwatch.db")); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func gaugeValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					return m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
-	return 0
 }
