@@ -3,9 +3,12 @@ package ingest_test
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -236,6 +239,76 @@ func TestBucketKeyEnabledOnlyTrue(t *testing.T) {
 			r := ev.Encryption.Rules[0]
 			if r.BucketKeyEnabled != tc.on || r.BucketKeySet != tc.set {
 				t.Errorf("BucketKeyEnabled %s: on %v set %v, want on %v set %v", tc.value, r.BucketKeyEnabled, r.BucketKeySet, tc.on, tc.set)
+			}
+		})
+	}
+}
+
+// TestRecordsInAnotherKeyOrder: a log file whose records do not all start
+// with eventVersion (tools that re-serialise CloudTrail, such as jq -S,
+// write keys sorted; an attacker who can write to a source may do it to
+// hide an event from the fast path) loses no event: each encryption event
+// of the fixtures comes out once, whether it is written in CloudTrail's
+// order or sorted, first in the file or among megabytes of other records.
+func TestRecordsInAnotherKeyOrder(t *testing.T) {
+	files, _ := filepath.Glob("../fixtures/records/*.json")
+	var recs [][]byte
+	want := map[string]int{}
+	for _, p := range files {
+		b, _ := os.ReadFile(p)
+		var m map[string]json.RawMessage
+		if json.Unmarshal(b, &m) != nil || m["eventVersion"] == nil {
+			continue // envelopes, not single records
+		}
+		ev, err := ingest.DecodeRecord(b)
+		if err != nil || !ev.IsEncryptionEvent() {
+			continue
+		}
+		sorted, _ := json.Marshal(m) // keys sorted: eventVersion is no longer first
+		recs = append(recs, sorted)
+		want[ev.ID+" "+ev.Name]++
+	}
+	if len(recs) < 20 {
+		t.Fatalf("only %d fixture records", len(recs))
+	}
+	noise := bytes.Repeat([]byte(`{"eventVersion":"1.08","eventSource":"ec2.amazonaws.com","eventName":"DescribeInstances","eventTime":"2026-03-01T00:00:00Z","eventID":"n","requestParameters":{"pad":"`+strings.Repeat("x", 900)+`"}},`), 1)
+	for _, tc := range []struct {
+		name       string
+		noiseEvery int // noise records between two fixtures
+		noiseFirst bool
+	}{
+		{"sorted records only", 0, false},
+		{"sorted records among CloudTrail's", 40, true},
+		{"sorted record first", 1200, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			b.WriteString(`{"Records":[`)
+			if tc.noiseFirst {
+				b.Write(noise)
+			}
+			for i, r := range recs {
+				if i > 0 {
+					b.WriteByte(',')
+					for range tc.noiseEvery {
+						b.Write(noise)
+					}
+				}
+				b.Write(r)
+			}
+			b.WriteString(`]}`)
+			got := map[string]int{}
+			var bad []string
+			d := ingest.Decoder{Source: "mixed", OnEvent: func(ev *ingest.Event) error { got[ev.ID+" "+ev.Name]++; return nil },
+				OnError: func(pos ingest.Position, err error) { bad = append(bad, pos.String()+": "+err.Error()) }}
+			if _, err := d.Decode(bytes.NewReader(b.Bytes())); err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("%d bytes: events %v\nwant %v", b.Len(), got, want)
+			}
+			if len(bad) > 0 {
+				t.Errorf("reported %d errors, first %s", len(bad), bad[0])
 			}
 		})
 	}
