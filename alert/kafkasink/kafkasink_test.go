@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/encwatch/encwatch/fixtures/testkit"
+
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go/sasl/scram"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -199,9 +201,7 @@ func TestBrokerOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	for deadline := time.Now().Add(15 * time.Second); ob.Depth("kafka") > 0 && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.Eventually(t, 15*time.Second, func() bool { return ob.Depth("kafka") == 0 }, "%d alerts still wait for the new cluster", ob.Depth("kafka"))
 	recs := consume(t, c2.ListenAddrs(), 4)
 	got := map[string]bool{}
 	for _, r := range recs {

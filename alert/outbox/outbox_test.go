@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/encwatch/encwatch/fixtures/testkit"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
@@ -183,14 +185,11 @@ func TestStopWhileDeadLetteringFails(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { ob.Run(ctx, 0); close(done) }()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	testkit.Eventually(t, 5*time.Second, func() bool {
 		sink.mu.Lock()
-		n := sink.attempts
-		sink.mu.Unlock()
-		if n >= 1 {
-			break
-		}
-	}
+		defer sink.mu.Unlock()
+		return sink.attempts >= 1
+	}, "the sink was never tried")
 	time.Sleep(20 * time.Millisecond) // the worker is in its pause now
 	stopped := time.Now()
 	cancel()

@@ -83,9 +83,7 @@ sinks:
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	for deadline := time.Now().Add(30 * time.Second); calls.Load() < 5 && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.Eventually(t, 30*time.Second, func() bool { return calls.Load() >= 5 }, "the webhook was called %d times, want 5", calls.Load())
 	for path, want := range map[string]int{"/healthz": 200, "/metrics": 401, "/buckets": 401, "/readyz": 401} {
 		if code, _ := get(path, false); code != want {
 			t.Errorf("%s without a token: %d, want %d", path, code, want)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/encwatch/encwatch/fixtures/testkit"
+
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 
@@ -128,9 +130,7 @@ func TestDeadletterCommand(t *testing.T) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	go ob.Run(ctx, 0)
-	for deadline := time.Now().Add(5 * time.Second); ob.Depth("hook") > 0 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, 5*time.Second, func() bool { return ob.Depth("hook") == 0 }, "the rejected alert is still in the outbox")
 	cancel()
 	time.Sleep(50 * time.Millisecond)
 	db.Close()
