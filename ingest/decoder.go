@@ -59,6 +59,7 @@ type Decoder struct {
 	lineOff int64 // newlines are counted up to this absolute offset
 	line    int   // 1-based line at lineOff
 	items   int   // items seen by the generic path
+	walked  int64 // elements without a record marker are counted up to here
 }
 
 // Decode reads r to its end. It returns the stats and an error only when
@@ -71,7 +72,7 @@ func (d *Decoder) Decode(r io.Reader) (Stats, error) {
 	r = &capped{r: r, left: d.Limits.MaxInputBytes, max: d.Limits.MaxInputBytes}
 	bp := chunkPool.Get().(*[]byte)
 	d.w = window{r: r, buf: *bp, max: max + chunkSize}
-	d.lineOff, d.line, d.items = 0, 1, 0
+	d.lineOff, d.line, d.items, d.walked = 0, 1, 0, 0
 	defer func() {
 		if len(d.w.buf) == chunkSize {
 			*bp = d.w.buf
@@ -291,6 +292,7 @@ func (d *Decoder) firstElement(start int) (int, bool) {
 // (with its error), and otherwise sets *search for the next match.
 func (d *Decoder) offLayout(hit, anchor int64, search *int64, counted int64) (error, bool) {
 	w := &d.w
+	marked := anchor >= 0 // the anchor's marker counted it
 	if anchor < 0 {
 		first, ok := -1, false
 		if w.base == 0 {
@@ -324,6 +326,11 @@ func (d *Decoder) offLayout(hit, anchor int64, search *int64, counted int64) (er
 			return nil, false
 		}
 		endAbs := pos + int64(end)
+		if (pos != anchor || !marked) && pos >= d.walked {
+			// A record no marker counted (the anchor was).
+			d.stats.Records++
+			d.walked = endAbs
+		}
 		if endAbs > hit {
 			if endAbs-pos > int64(d.maxRecord()) {
 				d.report(Position{Source: d.Source, Offset: pos}, fmt.Errorf("%w: %d bytes, larger than %d, skipped", ErrTooLarge, endAbs-pos, d.maxRecord()))

@@ -305,9 +305,7 @@ func (ob *Outbox) deliver(ctx context.Context, name string, drain time.Duration)
 		}
 		switch err := sink.Send(work, alert.Delivery{Alert: a, Body: e.Alert}); {
 		case err == nil:
-			if derr := ob.delete(name, e.Seq); derr != nil {
-				log.Error().Err(derr).Msg("deleting a sent alert; it will be sent again")
-			}
+			ob.deleteSent(work, name, e.Seq, log)
 			ob.o.Metrics.sent.WithLabelValues(name).Inc()
 			ob.o.Metrics.latency.WithLabelValues(name).Observe(ob.o.Now().Sub(e.Enqueued).Seconds())
 		case alert.IsPermanent(err):
@@ -355,6 +353,26 @@ func (ob *Outbox) oldest(name string) (Entry, bool, error) {
 		return json.Unmarshal(v, &e)
 	})
 	return e, found, err
+}
+
+// deleteSent deletes an alert its sink accepted. While the state cannot be
+// written (a full disk) it retries with backoff rather than send the alert
+// again and again; only a stop leaves it to be sent again after the
+// restart.
+func (ob *Outbox) deleteSent(ctx context.Context, name string, seq uint64, log zerolog.Logger) {
+	wait := backoff.Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second}
+	for i := 0; ; i++ {
+		err := ob.delete(name, seq)
+		if err == nil {
+			return
+		}
+		if i == 0 {
+			log.Error().Err(err).Msg("deleting a sent alert failed; retrying (if encwatch stops first, the alert is sent again)")
+		}
+		if !backoff.Sleep(ctx, wait.Next()) {
+			return
+		}
+	}
 }
 
 func (ob *Outbox) delete(name string, seq uint64) error {

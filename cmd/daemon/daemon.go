@@ -69,6 +69,7 @@ type app struct {
 	pipe    *pipeline
 	sources []source
 	srv     *server
+	faults  *stateFault
 	stops   []func()
 }
 
@@ -137,7 +138,9 @@ func (a *app) build(ctx context.Context) error {
 	}
 	sc := newStateCollector(db)
 	a.reg.MustRegister(sc)
-	a.pipe = &pipeline{db: db, outbox: a.outbox, now: time.Now, metrics: a.metrics, state: sc, log: a.log.With().Str("component", "pipeline").Logger()}
+	plog := a.log.With().Str("component", "pipeline").Logger()
+	a.faults = newStateFault(cfg.State.Dir, plog, a.reg)
+	a.pipe = &pipeline{db: db, outbox: a.outbox, now: time.Now, metrics: a.metrics, state: sc, faults: a.faults, log: plog}
 	a.pipe.engine.Store(engine)
 	if err := a.pipe.recover(ctx); err != nil {
 		return err
@@ -153,7 +156,12 @@ func (a *app) build(ctx context.Context) error {
 		return fmt.Errorf("http.tokenFile: %w", err)
 	}
 	so := serverOptions{addr: cfg.HTTP.Listen, token: token, cert: cfg.HTTP.TLS.CertFile, keyFile: cfg.HTTP.TLS.KeyFile, pprof: cfg.HTTP.Pprof}
-	a.srv, err = newServer(so, a.reg, func() error { return ready(db, a.queues) }, map[string]http.Handler{"/buckets": bucketsHandler(db)})
+	a.srv, err = newServer(so, a.reg, func() error {
+		if err := a.faults.current(); err != nil {
+			return fmt.Errorf("state %s cannot be written (sources are waiting): %w", cfg.State.Dir, err)
+		}
+		return ready(db, a.queues)
+	}, map[string]http.Handler{"/buckets": bucketsHandler(db)})
 	if err != nil {
 		return fmt.Errorf("http.listen: %w", err)
 	}

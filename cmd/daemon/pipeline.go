@@ -28,7 +28,10 @@ type pipeline struct {
 	now     func() time.Time
 	metrics *pipelineMetrics
 	state   *stateCollector
-	log     zerolog.Logger
+	// faults, when set, makes a batch whose store fails for the state's
+	// reasons (not the batch's) wait and retry instead of failing.
+	faults *stateFault
+	log    zerolog.Logger
 }
 
 type pipelineMetrics struct {
@@ -133,15 +136,26 @@ func (p *pipeline) process(ctx context.Context, b ingest.Batch, done func(*bolt.
 	start := time.Now()
 	var mark []byte
 	if len(b.Events) > 0 {
-		var err error
-		if mark, err = markInflight(p.db, b, p.now()); err != nil {
+		err := p.write(ctx, func() (err error) { mark, err = markInflight(p.db, b, p.now()); return err })
+		if err != nil {
 			return fmt.Errorf("storing a batch of %d events from %s: %w", len(b.Events), b.Source, err)
 		}
 	}
 	var res stored
 	var err error
 	for attempt := 1; ; attempt++ {
-		res, err = p.store(b, mark, done)
+		err = p.write(ctx, func() (err error) {
+			res, err = p.store(b, mark, done)
+			var je *judgeError
+			if errors.As(err, &je) {
+				return &batchFault{err} // the batch's fault, not the state's
+			}
+			return err
+		})
+		var bf *batchFault
+		if errors.As(err, &bf) {
+			err = bf.err
+		}
 		var je *judgeError
 		if err == nil || !errors.As(err, &je) || b.Source == timerSource || attempt == storeAttempts || ctx.Err() != nil {
 			break
@@ -152,7 +166,8 @@ func (p *pipeline) process(ctx context.Context, b ingest.Batch, done func(*bolt.
 	}
 	var je *judgeError
 	if errors.As(err, &je) && b.Source != timerSource {
-		id, qerr := p.setAside(b, mark, done, reasonStoreFailed, err)
+		var id uint64
+		qerr := p.write(ctx, func() (err error) { id, err = p.setAside(b, mark, done, reasonStoreFailed, je); return err })
 		if qerr != nil {
 			return fmt.Errorf("storing a batch of %d events from %s: %w (and setting it aside failed: %v)", len(b.Events), b.Source, err, qerr)
 		}
@@ -184,6 +199,34 @@ func (p *pipeline) process(ctx context.Context, b ingest.Batch, done func(*bolt.
 		p.metrics.findings.WithLabelValues(f.Rule, f.Severity.String()).Inc()
 	}
 	return nil
+}
+
+// batchFault carries a judgeError through write, which retries only the
+// state's failures.
+type batchFault struct{ err error }
+
+func (e *batchFault) Error() string { return e.err.Error() }
+
+// write runs a write of the state. With faults set, a failure that is not
+// the batch's (a full disk) is retried with backoff until ctx ends.
+func (p *pipeline) write(ctx context.Context, fn func() error) error {
+	if p.faults == nil {
+		return fn()
+	}
+	var kept error
+	err := p.faults.retry(ctx, func() error {
+		err := fn()
+		var bf *batchFault
+		if errors.As(err, &bf) {
+			kept = err
+			return nil
+		}
+		return err
+	})
+	if kept != nil {
+		return kept
+	}
+	return err
 }
 
 // stored is what one transaction of process stored.
