@@ -34,6 +34,7 @@ Usage:
   encwatch deadletter list|retry [--config FILE] [--sink NAME] [--seq N]
   encwatch outbox list|move|drop [--config FILE] [--from Q --to Q | --queue Q]
   encwatch quarantine list|retry|drop [--config FILE] [--id N]
+  encwatch state check [--config FILE]
   encwatch replay [--config FILE] [--format text|json] [--fail-on SEVERITY] PATH...
   encwatch rules [--config FILE]
   encwatch rules test [--config FILE] CASE.yaml...
@@ -64,6 +65,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return outboxCmd(rest, stdout, stderr)
 	case "quarantine":
 		return quarantineCmd(rest, stdout, stderr)
+	case "state":
+		return stateCmd(rest, stdout, stderr)
 	case "replay":
 		return replayCmd(ctx, rest, stdin, stdout, stderr)
 	case "rules":

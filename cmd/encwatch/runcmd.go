@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -34,11 +35,18 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	reload := make(chan struct{})
+	stopped := make(chan struct{})
+	defer close(stopped) // ends the forwarder when Run returns, whatever ctx does
 	go func() {
-		for range hup {
+		for {
+			select {
+			case <-hup:
+			case <-stopped:
+				return
+			}
 			select {
 			case reload <- struct{}{}:
-			case <-ctx.Done():
+			case <-stopped:
 				return
 			}
 		}
@@ -47,6 +55,10 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Version: v, Revision: r, GoVersion: g})
 	if err != nil {
 		fmt.Fprintf(stderr, "encwatch run: %v\n", err)
+		var ce *daemon.CorruptStateError
+		if errors.As(err, &ce) {
+			return exitUsage
+		}
 		return 1
 	}
 	return exitOK
