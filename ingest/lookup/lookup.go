@@ -165,9 +165,8 @@ func (p *poller) run(ctx context.Context) error {
 			return nil
 		}
 		if err != nil {
-			var he *handleError
-			if errors.As(err, &he) {
-				return he.err
+			if ingest.IsHandlerError(err) {
+				return err
 			}
 			p.log.Warn().Err(err).Msg("lookup poll failed; trying again next interval")
 		}
@@ -201,11 +200,6 @@ func (p *poller) load() error {
 	p.log.Info().Time("until", p.cp.Until).Int("seen", len(p.cp.Seen)).Msg("resuming from checkpoint")
 	return nil
 }
-
-// handleError marks a failure of the pipeline, which stops the source.
-type handleError struct{ err error }
-
-func (e *handleError) Error() string { return e.err.Error() }
 
 // poll reads [until-overlap, now] for each event name, hands on the events
 // not seen before page by page, then moves the checkpoint to now.
@@ -321,7 +315,7 @@ func (p *poller) commit(ctx context.Context, events []*ingest.Event) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return &handleError{err}
+		return &ingest.HandlerError{Err: err}
 	}
 	return nil
 }
