@@ -27,9 +27,12 @@ import (
 type hookReceiver struct {
 	secret []byte
 	delay  time.Duration
-	mu     sync.Mutex
-	seen   map[string]int
-	bad    int
+	// failEvery makes every failEvery-th request a 503 (0: none fail).
+	failEvery int
+	mu        sync.Mutex
+	seen      map[string]int
+	bad       int
+	requests  int
 }
 
 func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -37,6 +40,11 @@ func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	time.Sleep(h.delay)
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.requests++
+	if h.failEvery > 0 && h.requests%h.failEvery == 0 {
+		http.Error(w, "try later", http.StatusServiceUnavailable)
+		return
+	}
 	if webhook.Verify(h.secret, r.Header.Get(webhook.HeaderTimestamp), body, r.Header.Get(webhook.HeaderSignature), time.Now(), 5*time.Minute) != nil {
 		h.bad++
 		http.Error(w, "bad signature", http.StatusUnauthorized)
