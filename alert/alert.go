@@ -71,14 +71,18 @@ type Encryption struct {
 	Algorithm        string `json:"algorithm"`
 	KMSKeyID         string `json:"kmsKeyId"`
 	BucketKeyEnabled bool   `json:"bucketKeyEnabled"`
-	Rules            []Rule `json:"rules,omitempty"`
+	// BlockedEncryptionTypes is every EncryptionType the request's
+	// BlockedEncryptionTypes named; null when it named none.
+	BlockedEncryptionTypes []string `json:"blockedEncryptionTypes"`
+	Rules                  []Rule   `json:"rules,omitempty"`
 }
 
 // Rule is one rule of a request's configuration.
 type Rule struct {
-	Algorithm        string `json:"algorithm"`
-	KMSKeyID         string `json:"kmsKeyId"`
-	BucketKeyEnabled bool   `json:"bucketKeyEnabled"`
+	Algorithm              string   `json:"algorithm"`
+	KMSKeyID               string   `json:"kmsKeyId"`
+	BucketKeyEnabled       bool     `json:"bucketKeyEnabled"`
+	BlockedEncryptionTypes []string `json:"blockedEncryptionTypes,omitempty"`
 }
 
 // ID returns the deterministic alert id: the same rule on the same event in
@@ -125,10 +129,12 @@ func New(f rules.Finding, now time.Time) Alert {
 	}
 	if ev.Name == ingest.PutBucketEncryption && len(ev.Encryption.Rules) > 0 {
 		r := ev.Encryption.Rules[0]
-		a.Encryption = &Encryption{Algorithm: r.Algorithm, KMSKeyID: r.KMSKeyID, BucketKeyEnabled: r.BucketKeyEnabled}
+		a.Encryption = &Encryption{Algorithm: r.Algorithm, KMSKeyID: r.KMSKeyID, BucketKeyEnabled: r.BucketKeyEnabled,
+			BlockedEncryptionTypes: ev.Encryption.Blocked()}
 		if len(ev.Encryption.Rules) > 1 {
 			for _, r := range ev.Encryption.Rules {
-				a.Encryption.Rules = append(a.Encryption.Rules, Rule{Algorithm: r.Algorithm, KMSKeyID: r.KMSKeyID, BucketKeyEnabled: r.BucketKeyEnabled})
+				a.Encryption.Rules = append(a.Encryption.Rules, Rule{Algorithm: r.Algorithm, KMSKeyID: r.KMSKeyID, BucketKeyEnabled: r.BucketKeyEnabled,
+					BlockedEncryptionTypes: r.BlockedEncryptionTypes})
 			}
 		}
 	}

@@ -313,3 +313,41 @@ func TestRecordsInAnotherKeyOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestBlockedEncryptionTypes: BlockedEncryptionTypes is read per rule in
+// every rendering (an object, an array of objects, EncryptionType a string
+// or an array), nil when a rule names none, and empty but not nil when it
+// names the element without a readable value.
+func TestBlockedEncryptionTypes(t *testing.T) {
+	for _, tc := range []struct {
+		name, blocked string
+		want          []string
+		ssecBlocked   bool
+	}{
+		{"absent", ``, nil, false},
+		{"one value", `,"BlockedEncryptionTypes":{"EncryptionType":"SSE-C"}`, []string{"SSE-C"}, true},
+		{"NONE", `,"BlockedEncryptionTypes":{"EncryptionType":"NONE"}`, []string{"NONE"}, false},
+		{"values array", `,"BlockedEncryptionTypes":{"EncryptionType":["NONE","SSE-C"]}`, []string{"NONE", "SSE-C"}, true},
+		{"array of objects", `,"BlockedEncryptionTypes":[{"EncryptionType":"NONE"},{"EncryptionType":"SSE-C"}]`, []string{"NONE", "SSE-C"}, true},
+		{"lower case", `,"BlockedEncryptionTypes":{"EncryptionType":"sse-c"}`, []string{"sse-c"}, true},
+		{"named, empty", `,"BlockedEncryptionTypes":{}`, []string{}, false},
+		{"null", `,"BlockedEncryptionTypes":null`, nil, false},
+		{"hostile nesting", `,"BlockedEncryptionTypes":[[[[[["SSE-C"]]]]]]`, []string{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := `{"eventSource":"s3.amazonaws.com","eventName":"PutBucketEncryption","requestParameters":{"bucketName":"b",` +
+				`"ServerSideEncryptionConfiguration":{"Rule":{"ApplyServerSideEncryptionByDefault":{"SSEAlgorithm":"AES256"}` + tc.blocked + `}}}}`
+			ev, err := ingest.DecodeRecord([]byte(rec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := ev.Encryption.Rules[0].BlockedEncryptionTypes
+			if (got == nil) != (tc.want == nil) || fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("BlockedEncryptionTypes %#v, want %#v", got, tc.want)
+			}
+			if ev.Encryption.BlocksSSEC() != tc.ssecBlocked || ev.Encryption.NamesBlocked() != (tc.want != nil) {
+				t.Errorf("BlocksSSEC %v NamesBlocked %v", ev.Encryption.BlocksSSEC(), ev.Encryption.NamesBlocked())
+			}
+		})
+	}
+}

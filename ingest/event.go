@@ -3,7 +3,11 @@
 // normalised events.
 package ingest
 
-import "time"
+import (
+	"slices"
+	"strings"
+	"time"
+)
 
 // Event names and sources that make a record an encryption event.
 const (
@@ -163,6 +167,44 @@ type Encryption struct {
 	Dropped int
 }
 
+// NamesBlocked reports whether some rule names BlockedEncryptionTypes.
+func (c Encryption) NamesBlocked() bool {
+	for _, r := range c.Rules {
+		if r.BlockedEncryptionTypes != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// BlocksSSEC reports whether the request blocks SSE-C: some rule of it
+// lists SSE-C.
+func (c Encryption) BlocksSSEC() bool {
+	for _, r := range c.Rules {
+		if r.BlocksSSEC() {
+			return true
+		}
+	}
+	return false
+}
+
+// Blocked returns every EncryptionType the request's rules name, in order
+// and without repeats; nil when no rule names BlockedEncryptionTypes.
+func (c Encryption) Blocked() []string {
+	if !c.NamesBlocked() {
+		return nil
+	}
+	out := []string{}
+	for _, r := range c.Rules {
+		for _, t := range r.BlockedEncryptionTypes {
+			if !slices.Contains(out, t) {
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
 // Readable reports whether at least one rule names an algorithm.
 func (c Encryption) Readable() bool {
 	for _, r := range c.Rules {
@@ -181,6 +223,21 @@ type EncryptionRule struct {
 	BucketKeyEnabled bool
 	// BucketKeySet reports whether BucketKeyEnabled was present.
 	BucketKeySet bool
+	// BlockedEncryptionTypes are the EncryptionType values the rule's
+	// BlockedEncryptionTypes names (SSE-C, NONE); nil when the rule names
+	// no BlockedEncryptionTypes, which leaves the bucket's setting as it
+	// was, or undocumented.
+	BlockedEncryptionTypes []string
+}
+
+// BlocksSSEC reports whether the rule lists SSE-C as blocked.
+func (r EncryptionRule) BlocksSSEC() bool {
+	for _, t := range r.BlockedEncryptionTypes {
+		if strings.EqualFold(t, "SSE-C") {
+			return true
+		}
+	}
+	return false
 }
 
 // Position says where a record was read: the source (file, S3 key, SQS

@@ -210,7 +210,8 @@ type rawSSERule struct {
 		SSEAlgorithm   text `json:"SSEAlgorithm"`
 		KMSMasterKeyID text `json:"KMSMasterKeyID"`
 	} `json:"ApplyServerSideEncryptionByDefault"`
-	BucketKeyEnabled json.RawMessage `json:"BucketKeyEnabled"`
+	BucketKeyEnabled       json.RawMessage `json:"BucketKeyEnabled"`
+	BlockedEncryptionTypes json.RawMessage `json:"BlockedEncryptionTypes"`
 }
 
 // parseSSEConfig reads ServerSideEncryptionConfiguration. Rule is an object
@@ -249,9 +250,54 @@ func parseSSEConfig(v json.RawMessage, maxRules int) Encryption {
 			out.KMSKeyID = strings.TrimSpace(string(r.Default.KMSMasterKeyID))
 		}
 		out.BucketKeyEnabled, out.BucketKeySet = parseBool(r.BucketKeyEnabled)
+		out.BlockedEncryptionTypes = parseBlocked(r.BlockedEncryptionTypes)
 		enc.Rules = append(enc.Rules, out)
 	}
 	return enc
+}
+
+// parseBlocked reads a rule's BlockedEncryptionTypes as CloudTrail renders
+// the XML: {"EncryptionType": "SSE-C"} for one value, an array for several,
+// and, leniently, an array of such objects or the values themselves. It
+// returns nil when the rule names none, and a non-nil (maybe empty) list
+// when it names the element at all, so "named, but nothing readable" and
+// "not named" stay apart.
+func parseBlocked(v json.RawMessage) []string {
+	v = bytes.TrimSpace(v)
+	if len(v) == 0 || string(v) == "null" {
+		return nil
+	}
+	out := []string{}
+	var walk func(v json.RawMessage, depth int)
+	walk = func(v json.RawMessage, depth int) {
+		v = bytes.TrimSpace(v)
+		if len(v) == 0 || depth > 3 || len(out) >= 16 {
+			return
+		}
+		switch v[0] {
+		case '"':
+			var s string
+			if json.Unmarshal(v, &s) == nil && strings.TrimSpace(s) != "" {
+				out = append(out, strings.TrimSpace(s))
+			}
+		case '[':
+			var items []json.RawMessage
+			if json.Unmarshal(v, &items) == nil {
+				for _, it := range items {
+					walk(it, depth+1)
+				}
+			}
+		case '{':
+			var obj struct {
+				EncryptionType json.RawMessage `json:"EncryptionType"`
+			}
+			if json.Unmarshal(v, &obj) == nil {
+				walk(obj.EncryptionType, depth+1)
+			}
+		}
+	}
+	walk(v, 0)
+	return out
 }
 
 // parseBool reads BucketKeyEnabled: a JSON boolean or a string. Only JSON

@@ -16,6 +16,8 @@ const (
 	RootPrincipal                 = "root-principal"
 	EncryptionReadBurst           = "encryption-read-burst"
 	EncryptionConfigUnreadable    = "encryption-config-unreadable"
+	SSECUnblocked                 = "sse-c-unblocked"
+	KMSKeyForeignAccount          = "kms-key-foreign-account"
 	ObjectEncryptionOverride      = "object-encryption-override"
 	DirectoryKMSCopyCost          = "directory-kms-copy-cost"
 )
@@ -75,6 +77,12 @@ var Catalogue = []Definition{
 	{ID: EncryptionConfigUnreadable, Severity: Medium,
 		Description: "a PutBucketEncryption succeeded but no algorithm can be read from its request",
 		Remediation: "Read the bucket's encryption with GetBucketEncryption to learn what was set."},
+	{ID: SSECUnblocked, Severity: High,
+		Description: "a PutBucketEncryption succeeded on a general purpose bucket and names BlockedEncryptionTypes without SSE-C (for example NONE), while policy requireSSECBlocked holds for it: the first step of the SSE-C ransomware pattern",
+		Remediation: "Block SSE-C again (BlockedEncryptionTypes with EncryptionType SSE-C) unless an application needs customer-provided keys, and check who unblocked it; watch the bucket for CopyObject or PutObject with SSE-C headers."},
+	{ID: KMSKeyForeignAccount, Severity: Critical,
+		Description: "a PutBucketEncryption succeeded and the KMS key it sets belongs to another account than the bucket's (a key or alias ARN of another account, or on a general purpose bucket an alias name or key ID named by a caller of another account), and matches no allowedKMSKeys entry: the SSE-KMS ransomware pattern",
+		Remediation: "Set the bucket's default encryption back to a key of its own account now: whoever controls the other account can disable or delete the key and make new objects unwritable and, once deleted, unreadable."},
 	{ID: ObjectEncryptionOverride, Severity: Low, Stateful: true,
 		SeverityNote: "medium when the algorithm is outside the allowed set, high for SSE-C on a directory bucket",
 		Description:  "a data event (PutObject, CopyObject, CreateMultipartUpload, CreateSession) named its own server-side encryption instead of the bucket default; one alert per bucket, caller and setting per dataEvents.window, with the count",

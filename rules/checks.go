@@ -29,6 +29,8 @@ var putChecks = []check{
 	{KMSKeyRegionMismatch, (*evaluation).keyRegionMismatch},
 	{DirectoryKMSKeyChanged, (*evaluation).directoryKeyChanged},
 	{BucketKeyDisabled, (*evaluation).bucketKeyDisabled},
+	{SSECUnblocked, (*evaluation).sseCUnblocked},
+	{KMSKeyForeignAccount, (*evaluation).keyForeignAccount},
 }
 
 // deleteChecks are the rules that judge a DeleteBucketEncryption.
@@ -173,6 +175,59 @@ func (x *evaluation) bucketKeyDisabled() {
 		state = "false"
 	}
 	x.add(BucketKeyDisabled, sev, "PutBucketEncryption set SSE-KMS on "+x.bucketDesc()+" with BucketKeyEnabled "+state)
+}
+
+// sseCUnblocked fires when a Put names BlockedEncryptionTypes and no rule
+// of it lists SSE-C. A Put that names none says nothing of SSE-C.
+func (x *evaluation) sseCUnblocked() {
+	enc := x.ev.Encryption
+	if !x.ev.Succeeded() || !enc.NamesBlocked() || enc.BlocksSSEC() || !x.e.policy.RequireSSECBlocked(x.ev.Bucket) {
+		return
+	}
+	named := strings.Join(enc.Blocked(), ", ")
+	if named == "" {
+		named = "nothing readable"
+	}
+	x.add(SSECUnblocked, High, "PutBucketEncryption on "+x.bucketDesc()+" sets BlockedEncryptionTypes to "+named+
+		": SSE-C is no longer blocked, so anyone with s3:PutObject can write objects under a key only they hold")
+}
+
+// foreignKeyAccount returns the account a rule's key belongs to when that
+// is not the bucket's: the account of a key or alias ARN, or, on a general
+// purpose bucket, the caller's account for an alias name or key ID (they
+// resolve in the requester's account).
+func (x *evaluation) foreignKeyAccount(r *ingest.EncryptionRule) string {
+	key, bucket := r.KMSKeyID, x.ev.Bucket.Account
+	if key == "" || bucket == "" || IsManagedAlias(key) {
+		return ""
+	}
+	owner := KeyAccount(key)
+	if owner == "" && x.ev.Bucket.Type != ingest.BucketDirectory {
+		owner = x.ev.Actor.AccountID
+	}
+	if owner == "" || owner == bucket {
+		return ""
+	}
+	return owner
+}
+
+func (x *evaluation) keyForeignAccount() {
+	if !x.ev.Succeeded() {
+		return
+	}
+	r := x.firstRule(func(r *ingest.EncryptionRule) bool {
+		return x.foreignKeyAccount(r) != "" && !(len(x.e.policy.AllowedKMSKeys) > 0 && x.e.policy.KeyAllowed(r.KMSKeyID))
+	})
+	if r == nil {
+		return
+	}
+	owner := x.foreignKeyAccount(r)
+	how := "a key of account " + owner
+	if KeyAccount(r.KMSKeyID) == "" {
+		how = "a key that resolves in the caller's account " + owner
+	}
+	x.add(KMSKeyForeignAccount, Critical, "PutBucketEncryption on "+x.bucketDesc()+" of account "+x.ev.Bucket.Account+" sets KMS key "+r.KMSKeyID+
+		", "+how+": whoever controls that account can disable or delete it and lock the bucket's new objects")
 }
 
 func (x *evaluation) encryptionDeleted() {

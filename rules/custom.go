@@ -75,6 +75,10 @@ type ExprBucket struct {
 // ExprEncryption is `encryption`: what a PutBucketEncryption set.
 type ExprEncryption struct {
 	Rules []ExprRule `cel:"rules"`
+	// SSECBlocked: some rule lists SSE-C in BlockedEncryptionTypes.
+	SSECBlocked bool `cel:"sseCBlocked"`
+	// NamesBlocked: some rule names BlockedEncryptionTypes at all.
+	NamesBlocked bool `cel:"namesBlocked"`
 }
 
 // ExprRule is one of `encryption.rules`.
@@ -82,6 +86,12 @@ type ExprRule struct {
 	Algorithm        string `cel:"algorithm"`
 	KMSKeyID         string `cel:"kmsKeyId"`
 	BucketKeyEnabled bool   `cel:"bucketKeyEnabled"`
+	// BlockedEncryptionTypes is what the rule's BlockedEncryptionTypes
+	// names (SSE-C, NONE); empty when it names none.
+	BlockedEncryptionTypes []string `cel:"blockedEncryptionTypes"`
+	// KMSKeyAccount is the account the key belongs to when it is an ARN,
+	// else "".
+	KMSKeyAccount string `cel:"kmsKeyAccount"`
 }
 
 // celEnv is built once: building it costs milliseconds, and reloads compile
@@ -158,8 +168,14 @@ func (c *Compiled) Match(ev *ingest.Event) (bool, error) {
 func activation(ev *ingest.Event) map[string]any {
 	enc := ExprEncryption{Rules: []ExprRule{}}
 	for _, r := range ev.Encryption.Rules {
-		enc.Rules = append(enc.Rules, ExprRule{Algorithm: r.Algorithm, KMSKeyID: r.KMSKeyID, BucketKeyEnabled: r.BucketKeyEnabled})
+		blocked := r.BlockedEncryptionTypes
+		if blocked == nil {
+			blocked = []string{}
+		}
+		enc.Rules = append(enc.Rules, ExprRule{Algorithm: r.Algorithm, KMSKeyID: r.KMSKeyID, BucketKeyEnabled: r.BucketKeyEnabled,
+			BlockedEncryptionTypes: blocked, KMSKeyAccount: KeyAccount(r.KMSKeyID)})
 	}
+	enc.SSECBlocked, enc.NamesBlocked = ev.Encryption.BlocksSSEC(), ev.Encryption.NamesBlocked()
 	return map[string]any{
 		"event": ExprEvent{ID: ev.ID, Name: ev.Name, Source: ev.Source, Region: ev.Region, Account: ev.Account, ErrorCode: ev.ErrorCode,
 			ErrorMessage: ev.ErrorMsg, SourceIP: ev.SourceIP, UserAgent: ev.UserAgent, Time: ev.Time,

@@ -32,13 +32,18 @@ type DataEvents struct {
 // BucketPolicy holds the settings of one bucket type.
 type BucketPolicy struct {
 	AllowedAlgorithms []string `yaml:"allowedAlgorithms"`
+	// RequireSSECBlocked (general purpose buckets; default true) makes
+	// sse-c-unblocked fire when a Put names BlockedEncryptionTypes
+	// without SSE-C.
+	RequireSSECBlocked *bool `yaml:"requireSSECBlocked,omitempty"`
 }
 
 // BucketOverride replaces the allowed algorithms for buckets whose name
 // matches a glob. The first matching entry wins.
 type BucketOverride struct {
-	Match             string   `yaml:"match"`
-	AllowedAlgorithms []string `yaml:"allowedAlgorithms"`
+	Match              string   `yaml:"match"`
+	AllowedAlgorithms  []string `yaml:"allowedAlgorithms"`
+	RequireSSECBlocked *bool    `yaml:"requireSSECBlocked,omitempty"`
 }
 
 // ReadBurst configures encryption-read-burst.
@@ -86,8 +91,8 @@ func (p *Policy) Validate(extraRules ...string) []FieldError {
 		if b.Match == "" {
 			add(fmt.Sprintf("buckets[%d].match", i), "missing bucket-name glob")
 		}
-		if b.AllowedAlgorithms == nil {
-			add(fmt.Sprintf("buckets[%d].allowedAlgorithms", i), "missing")
+		if b.AllowedAlgorithms == nil && b.RequireSSECBlocked == nil {
+			add(fmt.Sprintf("buckets[%d].allowedAlgorithms", i), "missing: set allowedAlgorithms, requireSSECBlocked or both")
 		}
 		checkAlgs(fmt.Sprintf("buckets[%d].allowedAlgorithms", i), b.AllowedAlgorithms)
 	}
@@ -125,10 +130,10 @@ func (p *Policy) Validate(extraRules ...string) []FieldError {
 }
 
 // AllowedAlgorithms returns the algorithms allowed for a bucket: the first
-// matching buckets entry, else the bucket type's default.
+// matching buckets entry that sets them, else the bucket type's default.
 func (p *Policy) AllowedAlgorithms(b ingest.Bucket) []string {
 	for _, o := range p.Buckets {
-		if Glob(o.Match, b.Name) {
+		if o.AllowedAlgorithms != nil && Glob(o.Match, b.Name) {
 			return o.AllowedAlgorithms
 		}
 	}
@@ -136,6 +141,25 @@ func (p *Policy) AllowedAlgorithms(b ingest.Bucket) []string {
 		return p.DirectoryBuckets.AllowedAlgorithms
 	}
 	return p.GeneralPurposeBuckets.AllowedAlgorithms
+}
+
+// RequireSSECBlocked reports whether a general purpose bucket must keep
+// SSE-C blocked: the first matching buckets entry that sets it, else
+// generalPurposeBuckets.requireSSECBlocked (default true). Directory
+// buckets do not take SSE-C at all.
+func (p *Policy) RequireSSECBlocked(b ingest.Bucket) bool {
+	if b.Type == ingest.BucketDirectory {
+		return false
+	}
+	for _, o := range p.Buckets {
+		if o.RequireSSECBlocked != nil && Glob(o.Match, b.Name) {
+			return *o.RequireSSECBlocked
+		}
+	}
+	if r := p.GeneralPurposeBuckets.RequireSSECBlocked; r != nil {
+		return *r
+	}
+	return true
 }
 
 // KeyAllowed reports whether a KMS key passes allowedKMSKeys (an empty list

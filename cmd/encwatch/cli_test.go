@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/encwatch/encwatch/fixtures/testkit"
+	"github.com/encwatch/encwatch/rules"
 
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
@@ -104,7 +105,7 @@ func TestConfigCheck(t *testing.T) {
 
 func TestRulesAndVersion(t *testing.T) {
 	code, stdout, _ := runCLI(t, "", "rules")
-	if code != exitOK || strings.Count(stdout, "\n") != 17 || !strings.Contains(stdout, "directory-kms-key-changed") {
+	if code != exitOK || strings.Count(stdout, "\n") != len(rules.Catalogue)+1 || !strings.Contains(stdout, "directory-kms-key-changed") {
 		t.Errorf("rules: %d\n%s", code, stdout)
 	}
 	code, stdout, _ = runCLI(t, "", "version")
