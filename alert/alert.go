@@ -101,9 +101,18 @@ func ID(rule, account, eventKey string) string {
 // New builds the alert of a finding, detected at now.
 func New(f rules.Finding, now time.Time) Alert {
 	ev := f.Event
+	bucket, account, key := ev.Bucket, ev.Account, ev.Key()
+	if f.Bucket != nil {
+		// One finding per bucket of one event (a KMS key several buckets
+		// use): the bucket is part of the identity.
+		bucket, account, key = *f.Bucket, f.Bucket.Account, key+"|"+f.Bucket.ARN
+		if account == "" {
+			account = ev.Account
+		}
+	}
 	a := Alert{
 		Schema:      Schema,
-		ID:          ID(f.Rule, ev.Account, ev.Key()),
+		ID:          ID(f.Rule, account, key),
 		Rule:        f.Rule,
 		Severity:    f.Severity.String(),
 		Summary:     f.Summary,
@@ -111,8 +120,8 @@ func New(f rules.Finding, now time.Time) Alert {
 		Remediation: f.Remediation,
 		Count:       f.Count,
 		Bucket: Bucket{
-			Name: ev.Bucket.Name, Type: ev.Bucket.Type, ARN: ev.Bucket.ARN,
-			Account: ev.Bucket.Account, Region: ev.Bucket.Region, Zone: ev.Bucket.Zone,
+			Name: bucket.Name, Type: bucket.Type, ARN: bucket.ARN,
+			Account: bucket.Account, Region: bucket.Region, Zone: bucket.Zone,
 		},
 		Event: Event{
 			ID: ev.ID, Name: ev.Name, Time: ev.TimeRaw, Source: ev.Source, Region: ev.Region,

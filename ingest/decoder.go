@@ -390,7 +390,7 @@ func (d *Decoder) record(raw []byte, pos Position) error {
 }
 
 func (d *Decoder) emit(ev *Event, pos Position) error {
-	if !ev.IsEncryptionEvent() && !(d.DataEvents && ev.IsDataEvent()) {
+	if !ev.IsEncryptionEvent() && !ev.IsKMSEvent() && !(d.DataEvents && ev.IsDataEvent()) {
 		return nil
 	}
 	ev.Origin = pos

@@ -351,3 +351,55 @@ func TestBlockedEncryptionTypes(t *testing.T) {
 		})
 	}
 }
+
+// TestKMSLifecycleEvents: AWS's documentation examples of ScheduleKeyDeletion
+// and DeleteKey (an AwsServiceEvent with no caller) decode with their key,
+// state and deletion date as written; a pretty-printed file, a log file and
+// a LookupEvents string all find them.
+func TestKMSLifecycleEvents(t *testing.T) {
+	for _, tc := range []struct {
+		file, name, keyID, keyARN, state, date string
+		window                                 int
+	}{
+		{"aws-docs-kms-schedule-key-deletion.json", "ScheduleKeyDeletion", "1234abcd-12ab-34cd-56ef-1234567890ab",
+			"arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", "PendingDeletion", "Apr 12, 2021 18:58:30 PM", 20},
+		{"aws-docs-kms-delete-key.json", "DeleteKey", "", "arn:aws:kms:us-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", "", "", 0},
+	} {
+		raw, err := os.ReadFile("../fixtures/records/" + tc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var compact bytes.Buffer
+		json.Compact(&compact, raw)
+		quoted, _ := json.Marshal(compact.String())
+		for _, form := range []struct{ name, doc string }{
+			{"pretty", string(raw)},
+			{"log file", `{"Records":[` + compact.String() + `]}`},
+			{"LookupEvents output", `{"Events":[{"EventId":"x","CloudTrailEvent":` + string(quoted) + `}]}`},
+		} {
+			var got []*ingest.Event
+			d := ingest.Decoder{Source: tc.file, OnEvent: func(ev *ingest.Event) error { got = append(got, ev); return nil }}
+			if _, err := d.Decode(strings.NewReader(form.doc)); err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 {
+				t.Errorf("%s, %s: %d events", tc.file, form.name, len(got))
+				continue
+			}
+			k := got[0].KMS
+			if !got[0].IsKMSEvent() || got[0].Name != tc.name || k.KeyID != tc.keyID || k.KeyARN != tc.keyARN || k.KeyState != tc.state ||
+				k.DeletionDate != tc.date || k.PendingWindowInDays != tc.window || got[0].Bucket.Name != "" {
+				t.Errorf("%s, %s: %s %+v bucket %+v", tc.file, form.name, got[0].Name, k, got[0].Bucket)
+			}
+		}
+	}
+	// Names that only look alike are not decoded.
+	for _, name := range []string{"DisableKeyRotation", "EnableKeyRotation", "DeleteKeyPair", "GenerateDataKey", "CreateKey"} {
+		rec := `{"Records":[{"eventVersion":"1.08","eventSource":"kms.amazonaws.com","eventName":"` + name + `","eventID":"n"}]}`
+		d := ingest.Decoder{Source: name, OnEvent: func(ev *ingest.Event) error { t.Errorf("%s emitted", name); return nil }}
+		st, _ := d.Decode(strings.NewReader(rec))
+		if st.Candidates != 0 {
+			t.Errorf("%s was decoded (%d candidates): the prefilter should have skipped it", name, st.Candidates)
+		}
+	}
+}

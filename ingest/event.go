@@ -24,7 +24,20 @@ const (
 	CreateMultipartUpload = "CreateMultipartUpload"
 	UploadPartCopy        = "UploadPartCopy"
 	CreateSession         = "CreateSession"
+
+	// KMS key lifecycle events, which every source reads: the first three
+	// make a key unusable, the last two undo that.
+	SourceKMS           = "kms.amazonaws.com"
+	ScheduleKeyDeletion = "ScheduleKeyDeletion"
+	DisableKey          = "DisableKey"
+	DeleteKey           = "DeleteKey"
+	CancelKeyDeletion   = "CancelKeyDeletion"
+	EnableKey           = "EnableKey"
 )
+
+// KMSLifecycleEvents are the KMS events encwatch reads, in the order the
+// LookupEvents tailer asks for the three that make a key unusable first.
+var KMSLifecycleEvents = []string{ScheduleKeyDeletion, DisableKey, DeleteKey, CancelKeyDeletion, EnableKey}
 
 // Bucket types as the alert format names them.
 const (
@@ -55,6 +68,8 @@ type Event struct {
 	// Object is what a data event asked of an object's encryption; empty
 	// for management events.
 	Object ObjectRequest
+	// KMS is the key a KMS lifecycle event is about; empty otherwise.
+	KMS KMSRequest
 	// Digest is a hash of the raw record, used as identity when a record has
 	// no eventID.
 	Digest string
@@ -76,6 +91,34 @@ func (e *Event) IsEncryptionEvent() bool {
 		return true
 	}
 	return false
+}
+
+// IsKMSEvent reports whether the event is a KMS key lifecycle event
+// (KMSLifecycleEvents).
+func (e *Event) IsKMSEvent() bool {
+	return e.Source == SourceKMS && slices.Contains(KMSLifecycleEvents, e.Name)
+}
+
+// KMSRequest is the key a KMS lifecycle event is about, as the record
+// gives it.
+type KMSRequest struct {
+	KeyID  string // requestParameters.keyId: a key ID or key ARN, as the caller named it
+	KeyARN string // responseElements.keyId, else the AWS::KMS::Key resource's ARN
+	// KeyState is responseElements.keyState (PendingDeletion,
+	// PendingReplicaDeletion, ...).
+	KeyState string
+	// DeletionDate is responseElements.deletionDate as written (AWS writes
+	// forms such as "Apr 12, 2021 18:58:30 PM"; it is kept, not parsed).
+	DeletionDate        string
+	PendingWindowInDays int
+}
+
+// Key returns the key ARN when the record gives it, else the key as named.
+func (k KMSRequest) Key() string {
+	if k.KeyARN != "" {
+		return k.KeyARN
+	}
+	return k.KeyID
 }
 
 // IsDataEvent reports whether the event is one of the S3 or S3 Express

@@ -30,9 +30,67 @@ var dataNeedles = [][]byte{[]byte("x-amz-server-side-encryption"), []byte("SSEAp
 // maxNeedle is the longest needle, for the overlap kept between reads.
 const maxNeedle = len("x-amz-server-side-encryption")
 
+// kmsNeedle finds the KMS key lifecycle events kms-key-unusable reads
+// (DisableKey, EnableKey, DeleteKey, ScheduleKeyDeletion,
+// CancelKeyDeletion) in one more pass: every one holds "Key". A match
+// counts only as the end of one of those names inside a JSON string (a
+// quote or a backslash follows), so accessKeyId, BucketKeyEnabled,
+// GenerateDataKey or DisableKeyRotation cost a comparison and no decode.
+// It depends neither on the order of a record's keys, nor on its spacing,
+// nor on the escaping of a LookupEvents string.
+var kmsNeedle = []byte("Key")
+
+var kmsNames = [][]byte{[]byte("Disable"), []byte("Enable"), []byte("Delete"), []byte("Schedule"), []byte("Cancel")}
+
+// kmsIndex returns the offset in b[:end] of the first KMS lifecycle event
+// name, or -1.
+func kmsIndex(b []byte, end int) int {
+	for from := 0; from < end; {
+		j := bytes.Index(b[from:end], kmsNeedle)
+		if j < 0 {
+			return -1
+		}
+		at := from + j
+		if start := kmsName(b, at); start >= 0 {
+			return start
+		}
+		from = at + len(kmsNeedle)
+	}
+	return -1
+}
+
+// kmsName checks that the "Key" at b[at:] ends a lifecycle event name and
+// returns where the name starts, or -1.
+func kmsName(b []byte, at int) int {
+	after := at + len(kmsNeedle)
+	deletion := bytes.HasPrefix(b[after:], []byte("Deletion"))
+	if deletion {
+		after += len("Deletion")
+	}
+	if after >= len(b) || (b[after] != '"' && b[after] != '\\') {
+		return -1
+	}
+	for _, n := range kmsNames {
+		if start := at - len(n); start > 0 && bytes.Equal(b[start:at], n) && (b[start-1] == '"' || b[start-1] == '\\') {
+			isDeletion := n[0] == 'S' || n[0] == 'C'
+			if deletion == isDeletion {
+				return start
+			}
+		}
+	}
+	return -1
+}
+
 // index returns the first offset of any needle in b, or -1.
 func (d *Decoder) index(b []byte) int {
 	i := bytes.Index(b, needle)
+	end := len(b)
+	if i >= 0 {
+		end = i
+	}
+	if k := kmsIndex(b, end); k >= 0 {
+		i = k
+	}
 	if !d.DataEvents {
 		return i
 	}

@@ -130,9 +130,13 @@ func decodeRecord(raw []byte, maxRules int) (*Event, error) {
 	if ev.IsDataEvent() {
 		ev.Object = objectRequest(params, r.ResponseElements, r.AdditionalData)
 	}
-	ev.Bucket = normaliseBucket(&r, params, ev)
+	if ev.IsKMSEvent() {
+		ev.KMS = kmsRequest(&r)
+	} else {
+		ev.Bucket = normaliseBucket(&r, params, ev)
+	}
 	ev.Account = firstNonEmpty(string(r.RecipientAccountID), ev.Bucket.Account, ev.Actor.AccountID)
-	if ev.Bucket.Account == "" {
+	if ev.Bucket.Account == "" && ev.Bucket.Name != "" {
 		ev.Bucket.Account = ev.Account
 	}
 	if ev.Bucket.ARN == "" && ev.Bucket.Name != "" {
@@ -338,6 +342,42 @@ func objectRequest(p params, response, additional json.RawMessage) ObjectRequest
 		o.SSEApplied = string(a.SSEApplied)
 	}
 	return o
+}
+
+// kmsRequest reads the key of a KMS lifecycle event.
+func kmsRequest(r *rawRecord) KMSRequest {
+	var k KMSRequest
+	var req struct {
+		KeyID               text            `json:"keyId"`
+		PendingWindowInDays json.RawMessage `json:"pendingWindowInDays"`
+	}
+	if len(r.RequestParameters) > 0 && json.Unmarshal(r.RequestParameters, &req) == nil {
+		k.KeyID = strings.TrimSpace(string(req.KeyID))
+		var n json.Number
+		if json.Unmarshal(req.PendingWindowInDays, &n) == nil {
+			if v, err := n.Int64(); err == nil && v > 0 && v < 1<<16 {
+				k.PendingWindowInDays = int(v)
+			}
+		}
+	}
+	var resp struct {
+		KeyID        text `json:"keyId"`
+		KeyState     text `json:"keyState"`
+		DeletionDate text `json:"deletionDate"`
+	}
+	if len(r.ResponseElements) > 0 && json.Unmarshal(r.ResponseElements, &resp) == nil {
+		k.KeyARN, k.KeyState, k.DeletionDate = strings.TrimSpace(string(resp.KeyID)), string(resp.KeyState), string(resp.DeletionDate)
+	}
+	if !strings.HasPrefix(k.KeyARN, "arn:") {
+		k.KeyARN = ""
+		for _, res := range r.Resources {
+			if string(res.Type) == "AWS::KMS::Key" && strings.HasPrefix(string(res.ARN), "arn:") {
+				k.KeyARN = string(res.ARN)
+				break
+			}
+		}
+	}
+	return k
 }
 
 func normaliseBucket(r *rawRecord, p params, ev *Event) Bucket {

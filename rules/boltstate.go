@@ -46,6 +46,11 @@ func (s TxState) PutBucket(key string, st BucketState) error {
 	return b.Put([]byte(key), raw)
 }
 
+// EachBucket implements State.
+func (s TxState) EachBucket(fn func(key string, st BucketState) error) error {
+	return ForEachBucket(s.Tx, fn)
+}
+
 // ForEachBucket calls fn with every stored bucket state, in key order.
 func ForEachBucket(tx *bolt.Tx, fn func(key string, st BucketState) error) error {
 	b := tx.Bucket(BucketStateTable)

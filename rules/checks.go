@@ -301,3 +301,70 @@ func customerKey(r ingest.EncryptionRule) string {
 	}
 	return KeyID(r.KMSKeyID)
 }
+
+// keyUnusable fires, once per bucket, when a KMS key that is some known
+// bucket's default key is disabled, scheduled for deletion or deleted.
+func (x *evaluation) keyUnusable() error {
+	ev := x.ev
+	switch ev.Name {
+	case ingest.ScheduleKeyDeletion, ingest.DisableKey, ingest.DeleteKey:
+	default:
+		return nil
+	}
+	key := ev.KMS.Key()
+	id := KeyID(key)
+	if !ev.Succeeded() || id == "" {
+		return nil
+	}
+	var what string
+	switch ev.Name {
+	case ingest.ScheduleKeyDeletion:
+		what = "scheduled for deletion"
+		if d := ev.KMS.DeletionDate; d != "" {
+			what += " on " + d
+		}
+		if n := ev.KMS.PendingWindowInDays; n > 0 {
+			what += fmt.Sprintf(" (in %d days)", n)
+		}
+		if ev.KMS.KeyState == "PendingReplicaDeletion" {
+			what += ", once its replicas are deleted"
+		}
+		what += ": the bucket's new objects cannot be written while it is pending deletion, and its objects can never be read once it is deleted"
+	case ingest.DisableKey:
+		what = "disabled: the bucket's objects can be neither written nor read under it until it is enabled again"
+	case ingest.DeleteKey:
+		what = "deleted: the bucket's objects encrypted under it can never be read again"
+	}
+	by := ""
+	if a := ev.Actor.ARN; a != "" {
+		by = " by " + a
+	}
+	return x.st.EachBucket(func(_ string, st BucketState) error {
+		if st.KMSKeyID == "" || KeyID(st.KMSKeyID) != id || !strings.HasPrefix(st.Algorithm, AlgKMS) {
+			return nil
+		}
+		// A key ARN names its account and Region; a key the bucket names
+		// by ID is in the bucket's Region. Multi-Region keys share their ID
+		// across Regions, so a replica elsewhere is another key.
+		if ka, sa := KeyAccount(key), KeyAccount(st.KMSKeyID); ka != "" && sa != "" && ka != sa {
+			return nil
+		}
+		kr, sr := firstOr(KeyRegion(key), ev.Region), firstOr(KeyRegion(st.KMSKeyID), st.Bucket.Region)
+		if kr != "" && sr != "" && kr != sr {
+			return nil
+		}
+		b := st.Bucket
+		x.findings = append(x.findings, Finding{Rule: KMSKeyUnusable, Severity: x.severity(KMSKeyUnusable, Critical),
+			Summary:     "KMS key " + key + ", the default key of " + b.Type + " bucket " + b.Name + " (account " + b.Account + "), was " + what + by,
+			Remediation: Lookup(KMSKeyUnusable).Remediation, Event: ev, Bucket: &b})
+		return nil
+	})
+}
+
+// severity is a rule's severity after the policy's overrides.
+func (x *evaluation) severity(id string, sev Severity) Severity {
+	if s, ok := x.e.policy.Severity[id]; ok {
+		return s
+	}
+	return sev
+}

@@ -18,6 +18,9 @@ type Finding struct {
 	Summary     string
 	Remediation string
 	Event       *ingest.Event
+	// Bucket, when set, is the bucket the finding is about where the event
+	// concerns something else (a KMS key the bucket depends on).
+	Bucket *ingest.Bucket
 	// Count is the number of occurrences a grouped finding stands for
 	// (distinct buckets for encryption-read-burst); 0 otherwise.
 	Count int
@@ -194,6 +197,17 @@ func (e *Engine) Evaluate(ev *ingest.Event) ([]Finding, error) {
 // that also stores the findings.
 func (e *Engine) EvaluateIn(st State, ev *ingest.Event) ([]Finding, error) {
 	data := ev.IsDataEvent()
+	if ev.IsKMSEvent() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		x := &evaluation{e: e, st: st, ev: ev}
+		if !e.disabled[KMSKeyUnusable] {
+			if err := x.guard(KMSKeyUnusable, x.keyUnusable); err != nil {
+				return x.findings, err
+			}
+		}
+		return x.findings, nil
+	}
 	if !ev.IsEncryptionEvent() && !data {
 		return nil, nil
 	}

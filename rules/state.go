@@ -1,6 +1,8 @@
 package rules
 
 import (
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,6 +34,8 @@ type State interface {
 	Bucket(key string) (BucketState, bool, error)
 	// PutBucket stores the state of a bucket.
 	PutBucket(key string, s BucketState) error
+	// EachBucket calls fn with every bucket's state, in key order.
+	EachBucket(fn func(key string, s BucketState) error) error
 	Groups
 	Readers
 }
@@ -69,6 +73,17 @@ func (m *Memory) PutBucket(key string, s BucketState) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.buckets[key] = s
+	return nil
+}
+
+// EachBucket implements State.
+func (m *Memory) EachBucket(fn func(key string, s BucketState) error) error {
+	all := m.Buckets()
+	for _, k := range slices.Sorted(maps.Keys(all)) {
+		if err := fn(k, all[k]); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

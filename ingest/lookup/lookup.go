@@ -34,7 +34,11 @@ import (
 // eventNames are looked up one per call: LookupEvents takes one attribute,
 // and by event name it returns exactly the events we need on both S3 and S3
 // Express, where by event source it would return every S3 call.
-var eventNames = []string{ingest.PutBucketEncryption, ingest.DeleteBucketEncryption, ingest.GetBucketEncryption}
+//
+// The KMS events that make a key unusable come first after Put and Delete:
+// a poll costs at least len(eventNames) calls.
+var eventNames = []string{ingest.PutBucketEncryption, ingest.DeleteBucketEncryption,
+	ingest.ScheduleKeyDeletion, ingest.DisableKey, ingest.DeleteKey, ingest.GetBucketEncryption}
 
 // maxLookback is how far back LookupEvents keeps events.
 const maxLookback = 90 * 24 * time.Hour
@@ -270,7 +274,7 @@ func (p *poller) page(ctx context.Context, events []types.Event) error {
 			}
 			continue
 		}
-		if ev != nil && ev.IsEncryptionEvent() {
+		if ev != nil && (ev.IsEncryptionEvent() || ev.IsKMSEvent()) {
 			batch = append(batch, ev)
 			p.o.Metrics.events.WithLabelValues(p.t.Region, ev.Name).Inc()
 		}

@@ -107,12 +107,12 @@ func TestLateEventsOnceAcrossRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	run(5 * time.Second)
+	run(10 * time.Second) // a poll is six lookups, each at least one call at 1.8 a second
 	got, _ := c.count()
 	if got["late-old"] != 1 || got["late-new"] != 1 || got["after-restart"] != 0 {
 		t.Fatalf("before restart: late-old %d late-new %d after-restart %d", got["late-old"], got["late-new"], got["after-restart"])
 	}
-	run(5 * time.Second) // a restart from the stored checkpoint
+	run(10 * time.Second) // a restart from the stored checkpoint
 	got, total := c.count()
 	for id := range want {
 		if got[id] != 1 {

@@ -97,7 +97,7 @@ func Run(c *Case, costLimit uint64) Result {
 			continue
 		}
 		ev, err := ingest.DecodeRecord(e.Inline)
-		if err == nil && !ev.IsEncryptionEvent() && !(engine.DataRulesOn() && ev.IsDataEvent()) {
+		if err == nil && !ev.IsEncryptionEvent() && !ev.IsKMSEvent() && !(engine.DataRulesOn() && ev.IsDataEvent()) {
 			continue
 		}
 		if err != nil {
