@@ -26,6 +26,9 @@ type Alert struct {
 	Event       Event       `json:"event"`
 	Encryption  *Encryption `json:"encryption,omitempty"`
 	Remediation string      `json:"remediation"`
+	// Basis is what the finding judged: "event", a CloudTrail record
+	// ("inventory", a configuration read by a scan, is to come).
+	Basis string `json:"basis"`
 	// Count is how many occurrences a grouped alert stands for.
 	Count int `json:"count,omitempty"`
 	// Origin says where the record was read (file and record, S3 key, ...).
@@ -74,8 +77,14 @@ type Encryption struct {
 	// BlockedEncryptionTypes is every EncryptionType the request's
 	// BlockedEncryptionTypes named; null when it named none.
 	BlockedEncryptionTypes []string `json:"blockedEncryptionTypes"`
-	Rules                  []Rule   `json:"rules,omitempty"`
+	// Changed is false when the request set exactly the configuration
+	// encwatch already knew for the bucket, null when it knew none.
+	Changed *bool  `json:"changed"`
+	Rules   []Rule `json:"rules,omitempty"`
 }
+
+// BasisEvent is the basis of a finding raised by a CloudTrail event.
+const BasisEvent = "event"
 
 // Rule is one rule of a request's configuration.
 type Rule struct {
@@ -118,6 +127,7 @@ func New(f rules.Finding, now time.Time) Alert {
 		Summary:     f.Summary,
 		DetectedAt:  now.UTC(),
 		Remediation: f.Remediation,
+		Basis:       BasisEvent,
 		Count:       f.Count,
 		Bucket: Bucket{
 			Name: bucket.Name, Type: bucket.Type, ARN: bucket.ARN,
@@ -139,7 +149,7 @@ func New(f rules.Finding, now time.Time) Alert {
 	if ev.Name == ingest.PutBucketEncryption && len(ev.Encryption.Rules) > 0 {
 		r := ev.Encryption.Rules[0]
 		a.Encryption = &Encryption{Algorithm: r.Algorithm, KMSKeyID: r.KMSKeyID, BucketKeyEnabled: r.BucketKeyEnabled,
-			BlockedEncryptionTypes: ev.Encryption.Blocked()}
+			BlockedEncryptionTypes: ev.Encryption.Blocked(), Changed: f.Changed}
 		if len(ev.Encryption.Rules) > 1 {
 			for _, r := range ev.Encryption.Rules {
 				a.Encryption.Rules = append(a.Encryption.Rules, Rule{Algorithm: r.Algorithm, KMSKeyID: r.KMSKeyID, BucketKeyEnabled: r.BucketKeyEnabled,

@@ -88,7 +88,7 @@ var Catalogue = []Definition{
 		Description: "a ScheduleKeyDeletion, DisableKey or DeleteKey succeeded on a KMS key that is the default key of a bucket encwatch knows; one finding per bucket, naming the key and, for a deletion, its date",
 		Remediation: "If this was not meant: CancelKeyDeletion or EnableKey now (a deleted key cannot be brought back), then move the bucket to a key of its own account. If it was: give the bucket another default key first; objects under the old key cannot be read once it is deleted."},
 	{ID: ObjectEncryptionOverride, Severity: Low, Stateful: true,
-		SeverityNote: "medium when the algorithm is outside the allowed set, high for SSE-C on a directory bucket",
+		SeverityNote: "medium when the algorithm is outside the allowed set, high for SSE-C",
 		Description:  "a data event (PutObject, CopyObject, CreateMultipartUpload, CreateSession) named its own server-side encryption instead of the bucket default; one alert per bucket, caller and setting per dataEvents.window, with the count",
 		Remediation:  "Set the encryption you want as the bucket default and stop sending x-amz-server-side-encryption headers; AWS recommends not overriding it in CreateSession or PUT requests on directory buckets."},
 	{ID: DirectoryKMSCopyCost, Severity: Info, Stateful: true,

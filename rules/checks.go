@@ -368,3 +368,38 @@ func (x *evaluation) severity(id string, sev Severity) Severity {
 	}
 	return sev
 }
+
+// sameConfig reports whether a Put sets exactly what st knew.
+func sameConfig(st BucketState, enc ingest.Encryption) bool {
+	if len(enc.Rules) == 0 {
+		return false
+	}
+	r := enc.Rules[0]
+	return st.Algorithm == r.Algorithm && st.KMSKeyID == r.KMSKeyID && st.BucketKeyEnabled == r.BucketKeyEnabled &&
+		slices.Equal(st.BlockedEncryptionTypes, enc.Blocked())
+}
+
+// repeats marks a successful Put's findings with whether it changed the
+// bucket's configuration and, with policy.repeats.window, drops those of
+// an unchanged Put whose rule fired on the bucket within the window.
+func (x *evaluation) repeats() {
+	if x.known.Algorithm == "" && x.known.LastEvent == "" {
+		return // nothing known: changed stays null
+	}
+	changed := !sameConfig(x.known, x.ev.Encryption)
+	window := x.e.policy.Repeats.Window.D()
+	kept := x.findings[:0]
+	for _, f := range x.findings {
+		f.Changed = &changed
+		if !changed && window > 0 && f.Rule != "" {
+			if last, ok := x.known.Fired[f.Rule]; ok && !x.ev.Time.Before(last) && x.ev.Time.Sub(last) < window {
+				if x.e.onSuppress != nil {
+					x.e.onSuppress(f.Rule, "unchanged")
+				}
+				continue
+			}
+		}
+		kept = append(kept, f)
+	}
+	x.findings = kept
+}

@@ -76,7 +76,9 @@ func (x *evaluation) objectOverride() error {
 			if !slices.Contains(x.e.policy.AllowedAlgorithms(ev.Bucket), alg) {
 				sev = Medium
 			}
-			if alg == "SSE-C" && ev.Bucket.Type == ingest.BucketDirectory {
+			if alg == "SSE-C" {
+				// On a directory bucket SSE-C is unsupported; on a general
+				// purpose bucket it is the second step of SSE-C ransomware.
 				sev = High
 			}
 			caller := firstOr(ev.Actor.ARN, ev.Actor.PrincipalID, ev.Actor.InvokedBy, "unknown caller")

@@ -21,6 +21,9 @@ type Finding struct {
 	// Bucket, when set, is the bucket the finding is about where the event
 	// concerns something else (a KMS key the bucket depends on).
 	Bucket *ingest.Bucket
+	// Changed, on a finding of a Put, is false when the Put set exactly
+	// the configuration encwatch knew for the bucket, nil when it knew none.
+	Changed *bool
 	// Count is the number of occurrences a grouped finding stands for
 	// (distinct buckets for encryption-read-burst); 0 otherwise.
 	Count int
@@ -61,6 +64,7 @@ type Engine struct {
 	custom      []*Compiled
 	onRuleError func(*RuleError)
 	onKMSCopy   func(bucketType string)
+	onSuppress  func(rule, reason string)
 	swept       time.Time // event time of the last sweep of closed windows
 }
 
@@ -89,6 +93,10 @@ func New(p Policy, st State, custom ...*Compiled) (*Engine, error) {
 // rule is skipped for that event and the others go on. It is called with
 // the engine's lock held, so it must not call back into the engine.
 func (e *Engine) OnRuleError(fn func(*RuleError)) { e.onRuleError = fn }
+
+// OnSuppressed sets the function told of each finding not raised because
+// policy.repeats says so (reason "unchanged").
+func (e *Engine) OnSuppressed(fn func(rule, reason string)) { e.onSuppress = fn }
 
 // Custom returns the custom rules in force.
 func (e *Engine) Custom() []*Compiled { return e.custom }
@@ -243,6 +251,11 @@ func (e *Engine) EvaluateIn(st State, ev *ingest.Event) ([]Finding, error) {
 		x.run(callerChecks)
 	}
 	x.customRules()
+	if ev.Name == ingest.PutBucketEncryption && ev.Succeeded() {
+		if err := x.putDone(); err != nil {
+			return x.findings, err
+		}
+	}
 	slices.SortStableFunc(x.findings, func(a, b Finding) int { return catalogueIndex(a.Rule) - catalogueIndex(b.Rule) })
 	return x.findings, nil
 }
@@ -283,9 +296,13 @@ func (x *evaluation) put() error {
 		}
 	}
 	x.run(putChecks)
-	if !ok {
-		return nil
-	}
+	return nil
+}
+
+// putDone finishes a successful Put once every rule ran: the repeats
+// policy, then what it set and which rules fired go to the bucket state.
+func (x *evaluation) putDone() error {
+	x.repeats()
 	var first ingest.EncryptionRule
 	if len(x.ev.Encryption.Rules) > 0 {
 		first = x.ev.Encryption.Rules[0]
@@ -317,6 +334,17 @@ func (x *evaluation) record(r ingest.EncryptionRule) error {
 				break
 			}
 		}
+	}
+	if ev.Name == ingest.PutBucketEncryption {
+		st.BlockedEncryptionTypes = ev.Encryption.Blocked()
+		for _, f := range x.findings {
+			if st.Fired == nil {
+				st.Fired = map[string]time.Time{}
+			}
+			st.Fired[f.Rule] = ev.Time
+		}
+	} else {
+		st.BlockedEncryptionTypes = nil
 	}
 	st.Compliant = r.Algorithm != "" && slices.Contains(x.e.policy.AllowedAlgorithms(ev.Bucket), r.Algorithm) &&
 		(r.KMSKeyID == "" || x.e.policy.KeyAllowed(r.KMSKeyID))

@@ -20,6 +20,16 @@ type Policy struct {
 	Severity              map[string]Severity `yaml:"severity"`
 	Disabled              []string            `yaml:"disabled"`
 	DataEvents            DataEvents          `yaml:"dataEvents"`
+	Repeats               Repeats             `yaml:"repeats"`
+}
+
+// Repeats configures the suppression of findings of Puts that re-apply a
+// bucket's configuration unchanged (Terraform or CloudFormation applying
+// the same state again and again).
+type Repeats struct {
+	// Window above zero: such a finding is not raised when the same rule
+	// fired on the same bucket within it. 0 (default): always raised.
+	Window Duration `yaml:"window"`
 }
 
 // DataEvents configures the data-event rules.
@@ -111,6 +121,9 @@ func (p *Policy) Validate(extraRules ...string) []FieldError {
 	}
 	if p.ReadBurst.Window <= 0 {
 		add("readBurst.window", "must be positive")
+	}
+	if p.Repeats.Window < 0 {
+		add("repeats.window", "must not be negative")
 	}
 	if p.DataEvents.Window <= 0 {
 		add("dataEvents.window", "must be positive")

@@ -20,11 +20,16 @@ type BucketState struct {
 	LifetimeKey string
 	// LifetimeKeyEventID is the event that set LifetimeKey.
 	LifetimeKeyEventID string
-	Compliant          bool
-	LastChange         time.Time
-	LastActor          string
-	LastEventID        string
-	LastEvent          string
+	// BlockedEncryptionTypes is what the last Put named (nil: none named).
+	BlockedEncryptionTypes []string `json:",omitempty"`
+	// Fired is when each rule last raised a finding of a Put on the
+	// bucket, for policy.repeats.
+	Fired       map[string]time.Time `json:",omitempty"`
+	Compliant   bool
+	LastChange  time.Time
+	LastActor   string
+	LastEventID string
+	LastEvent   string
 }
 
 // State keeps bucket state between events. Implementations are safe for

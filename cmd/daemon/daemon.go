@@ -288,6 +288,7 @@ func newEngine(cfg config.Config, pm *pipelineMetrics, log zerolog.Logger) (*rul
 		return nil, err
 	}
 	e.OnKMSCopy(func(t string) { pm.kmsCopies.WithLabelValues(t).Inc() })
+	e.OnSuppressed(func(rule, reason string) { pm.suppressed.WithLabelValues(rule, reason).Inc() })
 	for _, c := range cfg.Compiled {
 		pm.customErrors.WithLabelValues(c.ID, "error")
 		pm.customErrors.WithLabelValues(c.ID, "cost")

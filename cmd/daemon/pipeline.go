@@ -37,7 +37,7 @@ type pipeline struct {
 type pipelineMetrics struct {
 	events, findings, skipped, decodeErrors *prometheus.CounterVec
 	customErrors, reloads, kmsCopies        *prometheus.CounterVec
-	ruleErrors                              *prometheus.CounterVec
+	ruleErrors, suppressed                  *prometheus.CounterVec
 	quarantined                             *prometheus.CounterVec
 	lag                                     *prometheus.GaugeVec
 	storeSeconds                            prometheus.Histogram
@@ -65,6 +65,11 @@ func newPipelineMetrics(reg prometheus.Registerer) *pipelineMetrics {
 	for _, r := range rules.Catalogue {
 		m.ruleErrors.WithLabelValues(r.ID)
 	}
+	m.suppressed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_findings_suppressed_total",
+		Help: "Findings not raised, by rule and reason (unchanged: a Put re-applied the known configuration within policy.repeats.window)."}, []string{"rule", "reason"})
+	for _, r := range rules.Catalogue {
+		m.suppressed.WithLabelValues(r.ID, "unchanged")
+	}
 	m.quarantined = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_batches_quarantined_total",
 		Help: "Batches (or the events of one) set aside instead of judged, by source: they failed to judge or store, or crashed the process twice; see encwatch quarantine list."}, []string{"source"})
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_config_reloads_total",
@@ -74,7 +79,7 @@ func newPipelineMetrics(reg prometheus.Registerer) *pipelineMetrics {
 	for _, t := range []string{"directory", "general-purpose"} {
 		m.kmsCopies.WithLabelValues(t)
 	}
-	reg.MustRegister(m.events, m.findings, m.skipped, m.decodeErrors, m.lag, m.storeSeconds, m.customErrors, m.ruleErrors, m.quarantined, m.reloads, m.kmsCopies)
+	reg.MustRegister(m.events, m.findings, m.skipped, m.decodeErrors, m.lag, m.storeSeconds, m.customErrors, m.ruleErrors, m.suppressed, m.quarantined, m.reloads, m.kmsCopies)
 	return m
 }
 

@@ -99,6 +99,7 @@ func replayCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	r := &replayer{engine: engine, state: state, out: w, stderr: stderr, quiet: o.quiet, failOn: failOn, bySev: map[rules.Severity]int{},
 		ruleErrors: map[string]int{}}
 	engine.OnRuleError(r.ruleFailed)
+	engine.OnSuppressed(func(string, string) { r.suppressed++ })
 	return r.run(ctx, inputs, o.workers, cfg.IngestLimits())
 }
 
@@ -116,6 +117,8 @@ type replayer struct {
 	progress progress
 	// ruleErrors counts, by rule, the events a rule failed on.
 	ruleErrors map[string]int
+	// suppressed counts findings policy.repeats kept back.
+	suppressed int
 }
 
 // ruleFailed reports a rule that failed on an event: the first few with
@@ -241,6 +244,9 @@ func (r *replayer) summary(files int, st ingest.Stats, d time.Duration) {
 	mb := float64(st.Bytes) / 1e6
 	fmt.Fprintf(r.stderr, "encwatch replay: %d files, %.1f MB decompressed, %d records, %d encryption events, %d findings%s, %d unreadable in %.2fs (%.0f MB/s)\n",
 		files, mb, st.Records, st.Events, r.findings, sevs, st.Errors, d.Seconds(), mb/max(d.Seconds(), 1e-9))
+	if r.suppressed > 0 {
+		fmt.Fprintf(r.stderr, "encwatch replay: %d findings not raised: unchanged configurations re-applied within policy.repeats.window\n", r.suppressed)
+	}
 	if len(r.ruleErrors) > 0 {
 		var parts []string
 		for _, id := range slices.Sorted(maps.Keys(r.ruleErrors)) {
