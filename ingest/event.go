@@ -23,6 +23,9 @@ const (
 	CopyObject            = "CopyObject"
 	CreateMultipartUpload = "CreateMultipartUpload"
 	UploadPartCopy        = "UploadPartCopy"
+	// UpdateObjectEncryption (January 2026) changes an existing object's
+	// SSE-KMS key in place.
+	UpdateObjectEncryption = "UpdateObjectEncryption"
 	CreateSession         = "CreateSession"
 
 	// KMS key lifecycle events, which every source reads: the first three
@@ -128,7 +131,7 @@ func (e *Event) IsDataEvent() bool {
 		return false
 	}
 	switch e.Name {
-	case PutObject, CopyObject, CreateMultipartUpload, UploadPartCopy, CreateSession:
+	case PutObject, CopyObject, CreateMultipartUpload, UploadPartCopy, CreateSession, UpdateObjectEncryption:
 		return true
 	}
 	return false

@@ -25,7 +25,7 @@ func MayHoldEncryptionEvent(b []byte) bool { return bytes.Contains(b, needle) }
 // dataNeedles are what a data event must contain to matter to the
 // data-event rules: the encryption headers of its request or response, or
 // what S3 applied. They are searched only when those rules are on.
-var dataNeedles = [][]byte{[]byte("x-amz-server-side-encryption"), []byte("SSEApplied")}
+var dataNeedles = [][]byte{[]byte("x-amz-server-side-encryption"), []byte("SSEApplied"), []byte("ObjectEncryption")}
 
 // maxNeedle is the longest needle, for the overlap kept between reads.
 const maxNeedle = len("x-amz-server-side-encryption")

@@ -184,6 +184,29 @@ func parseParams(raw json.RawMessage, maxRules int) params {
 			p.object.KMSKeyID = scalar(v)
 		case "x-amz-server-side-encryption-bucket-key-enabled":
 			p.object.BucketKeyEnabled = scalar(v)
+		case "objectencryption":
+			// UpdateObjectEncryption: {"SSE-KMS": {"KMSKeyArn": ..., "BucketKeyEnabled": ...}}
+			var oe map[string]json.RawMessage
+			if json.Unmarshal(v, &oe) == nil {
+				for alg, body := range oe {
+					if !strings.EqualFold(alg, "SSE-KMS") {
+						continue
+					}
+					var kms map[string]json.RawMessage
+					if json.Unmarshal(body, &kms) != nil {
+						continue
+					}
+					p.object.Requested = "aws:kms"
+					for k, kv := range kms {
+						switch strings.ToLower(k) {
+						case "kmskeyarn":
+							p.object.KMSKeyID = scalar(kv)
+						case "bucketkeyenabled":
+							p.object.BucketKeyEnabled = scalar(kv)
+						}
+					}
+				}
+			}
 		case "x-amz-copy-source":
 			src, _ := url.PathUnescape(strings.TrimPrefix(scalar(v), "/"))
 			p.object.CopySourceBucket, _, _ = strings.Cut(src, "/")

@@ -21,6 +21,7 @@ const (
 	KMSKeyUnusable                = "kms-key-unusable"
 	ObjectEncryptionOverride      = "object-encryption-override"
 	DirectoryKMSCopyCost          = "directory-kms-copy-cost"
+	ObjectEncryptionRekeyed       = "object-encryption-rekeyed"
 )
 
 // Definition describes one rule of the catalogue.
@@ -94,11 +95,15 @@ var Catalogue = []Definition{
 	{ID: DirectoryKMSCopyCost, Severity: Info, Stateful: true,
 		Description: "copies (CopyObject, UploadPartCopy) of SSE-KMS objects to, from or between directory buckets, where S3 Bucket Keys do not apply and each copy is a KMS request; one alert per bucket per dataEvents.window, with the count",
 		Remediation: "Expect a KMS request per copied object; batch or avoid SSE-KMS copies involving directory buckets where the cost matters."},
+	{ID: ObjectEncryptionRekeyed, Severity: Low, Stateful: true,
+		SeverityNote: "high when the key belongs to another account than the bucket's or matches no allowedKMSKeys entry",
+		Description:  "a successful UpdateObjectEncryption (a data event) changed objects' SSE-KMS key in place, with no PutObject or CopyObject; one alert per bucket, caller and key per dataEvents.window, with the count",
+		Remediation:  "Check who re-keyed the objects and to which key; a key of another account or one outside policy is how objects are taken hostage without rewriting them."},
 }
 
 // DataRules are the rules that judge data events; the decoder reads data
 // events only when one of them is on.
-var DataRules = []string{ObjectEncryptionOverride, DirectoryKMSCopyCost}
+var DataRules = []string{ObjectEncryptionOverride, DirectoryKMSCopyCost, ObjectEncryptionRekeyed}
 
 // Lookup returns the catalogue entry of a rule ID, or nil.
 func Lookup(id string) *Definition {

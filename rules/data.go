@@ -60,7 +60,29 @@ func (x *evaluation) data() error {
 			return err
 		}
 	}
-	return x.guard(DirectoryKMSCopyCost, x.kmsCopy)
+	if err := x.guard(DirectoryKMSCopyCost, x.kmsCopy); err != nil {
+		return err
+	}
+	if ev.Name == ingest.UpdateObjectEncryption && !x.e.disabled[ObjectEncryptionRekeyed] {
+		return x.guard(ObjectEncryptionRekeyed, x.rekeyed)
+	}
+	return nil
+}
+
+// rekeyed counts an UpdateObjectEncryption: low, high when its key is
+// another account's (as kms-key-foreign-account judges a bucket's key) or
+// outside allowedKMSKeys.
+func (x *evaluation) rekeyed() error {
+	ev := x.ev
+	key := ev.Object.KMSKeyID
+	sev := Low
+	r := ingest.EncryptionRule{Algorithm: AlgKMS, KMSKeyID: key}
+	foreign := x.foreignKeyAccount(&r) != "" && !(len(x.e.policy.AllowedKMSKeys) > 0 && x.e.policy.KeyAllowed(key))
+	if foreign || (key != "" && !x.e.policy.KeyAllowed(key)) {
+		sev = High
+	}
+	caller := firstOr(ev.Actor.ARN, ev.Actor.PrincipalID, ev.Actor.InvokedBy, "unknown caller")
+	return x.count(ObjectEncryptionRekeyed+"|"+x.key+"|"+caller+"|"+key, ObjectEncryptionRekeyed, sev, key)
 }
 
 // objectOverride counts a data event that named its own encryption.
@@ -161,6 +183,15 @@ func (x *evaluation) close(g Group) error {
 		who := firstOr(first.Actor.ARN, first.Actor.PrincipalID, "an unknown caller")
 		summary = fmt.Sprintf("%s on %s bucket %s asked for %s %s within %s (from %s, by %s); %s",
 			first.Name, first.Bucket.Type, first.Bucket.Name, g.Setting, times, shortDuration(window), g.Start.Format(time.RFC3339), who, def)
+	case ObjectEncryptionRekeyed:
+		who := firstOr(first.Actor.ARN, first.Actor.PrincipalID, "an unknown caller")
+		key := firstOr(g.Setting, "no key named")
+		note := ""
+		if g.Severity >= High {
+			note = "; the key belongs to another account or is outside policy.allowedKMSKeys"
+		}
+		summary = fmt.Sprintf("UpdateObjectEncryption re-keyed objects of %s bucket %s to SSE-KMS key %s %s within %s (from %s, by %s)%s",
+			first.Bucket.Type, first.Bucket.Name, key, times, shortDuration(window), g.Start.Format(time.RFC3339), who, note)
 	case DirectoryKMSCopyCost:
 		summary = fmt.Sprintf("%d SSE-KMS copies involving directory bucket %s within %s (from %s): S3 Bucket Keys do not apply to copies, so each is a KMS request",
 			g.Count, first.Bucket.Name, shortDuration(window), g.Start.Format(time.RFC3339))
