@@ -26,7 +26,7 @@ const (
 	// UpdateObjectEncryption (January 2026) changes an existing object's
 	// SSE-KMS key in place.
 	UpdateObjectEncryption = "UpdateObjectEncryption"
-	CreateSession         = "CreateSession"
+	CreateSession          = "CreateSession"
 
 	// KMS key lifecycle events, which every source reads: the first three
 	// make a key unusable, the last two undo that.
