@@ -54,11 +54,13 @@ http: {listen: %q}
 log: {level: %s}
 sources:
   lookup: {regions: [%s], interval: 2s, overlap: 20m, startFrom: 1h}
+  files: {paths: [%q], watch: true, interval: 1s}
+policy: {dataEvents: {window: 1m}}
 sinks:
   kafka: {brokers: [%q], topic: encwatch-alerts}
   webhooks:
     - {name: demo-receiver, url: %q, secretEnv: ENCWATCH_DEMO_HMAC}
-`, d.state, *listen, *logLevel, strings.Join(demoRegions, ", "), d.kafka.ListenAddrs()[0], d.hook.URL+"/hook")), nil)
+`, d.state, *listen, *logLevel, strings.Join(demoRegions, ", "), d.dataDir, d.kafka.ListenAddrs()[0], d.hook.URL+"/hook")), nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "encwatch demo: %v\n", err)
 		return 1
@@ -72,11 +74,13 @@ sinks:
   CloudTrail LookupEvents emulator  %s  (%s; new encryption changes every %s, some shown late)
   Kafka broker (kfake)              %s  topic encwatch-alerts
   signed webhook receiver           %s
+  data events (S3 trail files)      %s
   metrics and state                 http://%s/metrics  http://%s/buckets
+The story of the README's "Detecting SSE-C and KMS ransomware" is played first.
 Point Prometheus at it:   scrape_configs: [{job_name: encwatch, static_configs: [{targets: ["%s"]}]}]
 and import deploy/grafana/encwatch.json into Grafana. Alerts follow, one per line; Ctrl-C stops.
 
-`, d.emuURL, strings.Join(demoRegions, ", "), *every, d.kafka.ListenAddrs()[0], d.hook.URL, addr, addr, addr)
+`, d.emuURL, strings.Join(demoRegions, ", "), *every, d.kafka.ListenAddrs()[0], d.hook.URL, d.dataDir, addr, addr, addr)
 		}})
 	fmt.Fprintf(stderr, "\nencwatch demo: %d alerts printed, %d signed webhook deliveries verified\n", printer.n.Load(), d.verified.Load())
 	if err != nil {
@@ -116,6 +120,7 @@ type demo struct {
 	env       map[string]*string
 	cancel    context.CancelFunc
 	records   [][]byte
+	dataDir   string // a folder of trail files the demo's files source reads
 }
 
 func newDemo(ctx context.Context, every time.Duration, stateDir string) (*demo, error) {
@@ -156,10 +161,17 @@ func newDemo(ctx context.Context, every time.Duration, stateDir string) (*demo, 
 	if err := d.loadRecords(); err != nil {
 		return nil, err
 	}
-	// History: every fixture once, over the last half hour.
+	// History: every fixture once, over the last half hour, then the
+	// ransomware story.
 	now := time.Now()
 	for i, rec := range d.records {
 		d.add(rec, now.Add(-time.Duration(len(d.records)-i)*20*time.Second), now)
+	}
+	if d.dataDir, err = os.MkdirTemp("", "encwatch-demo-data-"); err != nil {
+		return nil, err
+	}
+	if err := d.story(now); err != nil {
+		return nil, err
 	}
 	gctx, cancel := context.WithCancel(ctx)
 	d.cancel = cancel
@@ -238,6 +250,9 @@ func (d *demo) close() {
 	d.hook.Close()
 	d.kafka.Close()
 	d.emuSrv.Close()
+	if d.dataDir != "" {
+		os.RemoveAll(d.dataDir)
+	}
 	if !d.keepState {
 		os.RemoveAll(d.state)
 	}

@@ -27,10 +27,22 @@ func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int)
 	go func() { done <- run(ctx, []string{"demo", "--listen", addr, "--every", "500ms"}, nil, &out, &errb) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for strings.Count(out.String(), "\n") < 20 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	// The ransomware story's management events come through LookupEvents
+	// with the history: each of its rules on the story's bucket.
+	story := []string{"sse-c-unblocked", "kms-key-foreign-account", "kms-key-unusable"}
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		o := out.String()
+		for _, r := range story {
+			found := false
+			for _, line := range strings.Split(o, "\n") {
+				found = found || strings.Contains(line, " "+r+" ") && strings.Contains(line, "bucket "+storyBucket)
+			}
+			if !found {
+				return false
+			}
+		}
+		return strings.Count(o, "\n") >= 20
+	}, "the demo did not print the story's alerts:\n%s", out.String())
 	type page struct {
 		Buckets []struct{ Key, Name, Type string }
 		Next    string
