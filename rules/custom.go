@@ -35,7 +35,12 @@ type CustomRule struct {
 type Compiled struct {
 	CustomRule
 	prg cel.Program
+	kms bool // the expression names kms, so it judges KMS lifecycle events
 }
+
+// JudgesKMS reports whether the rule names `kms` and so also sees KMS
+// lifecycle events.
+func (c *Compiled) JudgesKMS() bool { return c.kms }
 
 // ExprEvent is `event` in a custom rule. What a record lacks is "".
 type ExprEvent struct {
@@ -94,6 +99,19 @@ type ExprRule struct {
 	KMSKeyAccount string `cel:"kmsKeyAccount"`
 }
 
+// ExprKMS is `kms` in a custom rule: the key of a KMS lifecycle event
+// (event.name ScheduleKeyDeletion, DisableKey, DeleteKey, CancelKeyDeletion
+// or EnableKey). Only rules that name `kms` see these events; every field
+// is "" or 0 for the others.
+type ExprKMS struct {
+	KeyID               string `cel:"keyId"`
+	KeyARN              string `cel:"keyArn"`
+	KeyAccount          string `cel:"keyAccount"`
+	KeyState            string `cel:"keyState"`
+	DeletionDate        string `cel:"deletionDate"`
+	PendingWindowInDays int    `cel:"pendingWindowInDays"`
+}
+
 // celEnv is built once: building it costs milliseconds, and reloads compile
 // rules from another goroutine.
 var celEnv = sync.OnceValues(func() (*cel.Env, error) {
@@ -101,11 +119,12 @@ var celEnv = sync.OnceValues(func() (*cel.Env, error) {
 		return cel.UnaryBinding(func(v ref.Val) ref.Val { return types.String(f(string(v.(types.String)))) })
 	}
 	return cel.NewEnv(
-		ext.NativeTypes(reflect.TypeOf(ExprEvent{}), reflect.TypeOf(ExprBucket{}), reflect.TypeOf(ExprEncryption{}), types.ParseStructTags(true)),
+		ext.NativeTypes(reflect.TypeOf(ExprEvent{}), reflect.TypeOf(ExprBucket{}), reflect.TypeOf(ExprEncryption{}), reflect.TypeOf(ExprKMS{}), types.ParseStructTags(true)),
 		ext.Strings(),
 		cel.Variable("event", cel.ObjectType("rules.ExprEvent")),
 		cel.Variable("bucket", cel.ObjectType("rules.ExprBucket")),
 		cel.Variable("encryption", cel.ObjectType("rules.ExprEncryption")),
+		cel.Variable("kms", cel.ObjectType("rules.ExprKMS")),
 		cel.Function("glob", cel.Overload("glob_string_string", []*cel.Type{cel.StringType, cel.StringType}, cel.BoolType,
 			cel.BinaryBinding(func(s, p ref.Val) ref.Val {
 				return types.Bool(Glob(string(p.(types.String)), string(s.(types.String))))
@@ -146,7 +165,13 @@ func Compile(r CustomRule, costLimit uint64) (*Compiled, error) {
 	if err != nil {
 		return nil, &CompileError{ID: r.ID, Msg: err.Error()}
 	}
-	return &Compiled{CustomRule: r, prg: prg}, nil
+	c := &Compiled{CustomRule: r, prg: prg}
+	for _, ref := range ast.NativeRep().ReferenceMap() {
+		if ref.Name == "kms" {
+			c.kms = true
+		}
+	}
+	return c, nil
 }
 
 // ErrCostExceeded is returned (wrapped) when a rule ran past its cost limit.
@@ -176,6 +201,9 @@ func activation(ev *ingest.Event) map[string]any {
 			BlockedEncryptionTypes: blocked, KMSKeyAccount: KeyAccount(r.KMSKeyID)})
 	}
 	enc.SSECBlocked, enc.NamesBlocked = ev.Encryption.BlocksSSEC(), ev.Encryption.NamesBlocked()
+	k := ev.KMS
+	kms := ExprKMS{KeyID: k.KeyID, KeyARN: k.KeyARN, KeyAccount: KeyAccount(k.Key()), KeyState: k.KeyState, DeletionDate: k.DeletionDate,
+		PendingWindowInDays: k.PendingWindowInDays}
 	return map[string]any{
 		"event": ExprEvent{ID: ev.ID, Name: ev.Name, Source: ev.Source, Region: ev.Region, Account: ev.Account, ErrorCode: ev.ErrorCode,
 			ErrorMessage: ev.ErrorMsg, SourceIP: ev.SourceIP, UserAgent: ev.UserAgent, Time: ev.Time,
@@ -184,5 +212,6 @@ func activation(ev *ingest.Event) map[string]any {
 		"bucket": ExprBucket{Name: ev.Bucket.Name, Type: ev.Bucket.Type, Zone: ev.Bucket.Zone, ARN: ev.Bucket.ARN,
 			Account: ev.Bucket.Account, Region: ev.Bucket.Region},
 		"encryption": enc,
+		"kms":        kms,
 	}
 }

@@ -167,8 +167,9 @@ func (x *evaluation) run(checks []check) {
 
 // customRules runs the organisation's CEL rules on the event.
 func (x *evaluation) customRules() {
+	kms := x.ev.IsKMSEvent()
 	for _, c := range x.e.custom {
-		if x.e.disabled[c.ID] {
+		if x.e.disabled[c.ID] || kms && !c.kms {
 			continue
 		}
 		var ok bool
@@ -214,6 +215,7 @@ func (e *Engine) EvaluateIn(st State, ev *ingest.Event) ([]Finding, error) {
 				return x.findings, err
 			}
 		}
+		x.customRules()
 		return x.findings, nil
 	}
 	if !ev.IsEncryptionEvent() && !data {
