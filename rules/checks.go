@@ -339,26 +339,41 @@ func (x *evaluation) keyUnusable() error {
 	if a := ev.Actor.ARN; a != "" {
 		by = " by " + a
 	}
-	return x.st.EachBucket(func(_ string, st BucketState) error {
-		if st.KMSKeyID == "" || KeyID(st.KMSKeyID) != id || !strings.HasPrefix(st.Algorithm, AlgKMS) {
-			return nil
-		}
-		// A key ARN names its account and Region; a key the bucket names
-		// by ID is in the bucket's Region. Multi-Region keys share their ID
-		// across Regions, so a replica elsewhere is another key.
-		if ka, sa := KeyAccount(key), KeyAccount(st.KMSKeyID); ka != "" && sa != "" && ka != sa {
-			return nil
-		}
-		kr, sr := firstOr(KeyRegion(key), ev.Region), firstOr(KeyRegion(st.KMSKeyID), st.Bucket.Region)
-		if kr != "" && sr != "" && kr != sr {
-			return nil
-		}
-		b := st.Bucket
+	buckets, err := x.bucketsUsing(key)
+	for _, b := range buckets {
 		x.findings = append(x.findings, Finding{Rule: KMSKeyUnusable, Severity: x.severity(KMSKeyUnusable, Critical),
 			Summary:     "KMS key " + key + ", the default key of " + b.Type + " bucket " + b.Name + " (account " + b.Account + "), was " + what + by,
 			Remediation: Lookup(KMSKeyUnusable).Remediation, Event: ev, Bucket: &b})
+	}
+	return err
+}
+
+// bucketsUsing returns the known buckets whose default key is key: the
+// same key ID, SSE-KMS or DSSE-KMS, and, where both sides say, the same
+// account and Region. A key ARN names its account and Region; a key the
+// bucket names by ID is in the bucket's Region. Multi-Region keys share
+// their ID across Regions, so a replica elsewhere is another key.
+func (x *evaluation) bucketsUsing(key string) ([]ingest.Bucket, error) {
+	id := KeyID(key)
+	if id == "" {
+		return nil, nil
+	}
+	var out []ingest.Bucket
+	err := x.st.EachBucket(func(_ string, st BucketState) error {
+		if st.KMSKeyID == "" || KeyID(st.KMSKeyID) != id || !strings.HasPrefix(st.Algorithm, AlgKMS) {
+			return nil
+		}
+		if ka, sa := KeyAccount(key), KeyAccount(st.KMSKeyID); ka != "" && sa != "" && ka != sa {
+			return nil
+		}
+		kr, sr := firstOr(KeyRegion(key), x.ev.Region), firstOr(KeyRegion(st.KMSKeyID), st.Bucket.Region)
+		if kr != "" && sr != "" && kr != sr {
+			return nil
+		}
+		out = append(out, st.Bucket)
 		return nil
 	})
+	return out, err
 }
 
 // severity is a rule's severity after the policy's overrides.

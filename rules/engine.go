@@ -215,8 +215,8 @@ func (e *Engine) EvaluateIn(st State, ev *ingest.Event) ([]Finding, error) {
 				return x.findings, err
 			}
 		}
-		x.customRules()
-		return x.findings, nil
+		err := x.guard(ruleState, x.kmsCustomRules)
+		return x.findings, err
 	}
 	if !ev.IsEncryptionEvent() && !data {
 		return nil, nil
@@ -361,4 +361,48 @@ func (x *evaluation) sweepAll(now time.Time) error {
 		return err
 	}
 	return x.st.DropIdleReads(now, x.e.policy.ReadBurst.Window.D())
+}
+
+// kmsCustomRules runs the custom rules that name kms on a KMS lifecycle
+// event: a match raises one finding per known bucket whose default key the
+// event's key is (an alert is always about a bucket), none when no known
+// bucket uses it.
+func (x *evaluation) kmsCustomRules() error {
+	var buckets []ingest.Bucket
+	looked := false
+	for _, c := range x.e.custom {
+		if x.e.disabled[c.ID] || !c.kms {
+			continue
+		}
+		var ok bool
+		err := x.protect(c.ID, true, func() error {
+			var err error
+			ok, err = c.Match(x.ev)
+			return err
+		})
+		if err != nil {
+			x.fail(&RuleError{Rule: c.ID, Custom: true, Event: x.ev, Err: err})
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if !looked {
+			looked = true
+			var err error
+			if buckets, err = x.bucketsUsing(x.ev.KMS.Key()); err != nil {
+				return err
+			}
+		}
+		for _, b := range buckets {
+			summary := c.Summary
+			if summary == "" {
+				summary = "custom rule " + c.ID + " matched " + x.ev.Name + " of KMS key " + x.ev.KMS.Key()
+			}
+			summary += " (the default key of " + b.Type + " bucket " + b.Name + ")"
+			sev := x.severity(c.ID, c.Severity)
+			x.findings = append(x.findings, Finding{Rule: c.ID, Severity: sev, Summary: summary, Remediation: c.Remediation, Event: x.ev, Bucket: &b})
+		}
+	}
+	return nil
 }
