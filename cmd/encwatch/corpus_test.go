@@ -39,7 +39,7 @@ func TestGeneratedCorpus(t *testing.T) {
 	}
 	for _, rule := range []string{"algorithm-not-allowed", "directory-algorithm-unsupported", "directory-kms-key-alias", "kms-aws-managed-key",
 		"kms-key-region-mismatch", "directory-kms-key-changed", "bucket-key-disabled", "encryption-change-failed", "root-principal",
-		"encryption-read-burst", "encryption-config-unreadable", "encryption-deleted"} {
+		"encryption-read-burst", "encryption-config-unreadable", "encryption-deleted", "sse-c-unblocked", "kms-key-foreign-account", "kms-key-unusable"} {
 		if m.ByRule[rule] == 0 {
 			t.Errorf("the corpus holds no %s case; raise its share", rule)
 		}
