@@ -159,27 +159,62 @@ type poller struct {
 	cp      checkpoint
 }
 
+// maxPollBackoff bounds how long a target whose polls keep failing (its
+// permissions taken away, its role expired or revoked) waits between polls.
+const maxPollBackoff = 10 * time.Minute
+
 func (p *poller) run(ctx context.Context) error {
 	if err := p.load(); err != nil {
 		return err
 	}
+	p.o.Metrics.failing.WithLabelValues(p.t.Account, p.t.Region).Set(0)
+	failures, logged := 0, time.Duration(0)
 	for {
 		err := p.poll(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err != nil {
-			if ingest.IsHandlerError(err) {
-				return err
+		wait := p.o.Interval
+		switch {
+		case err != nil && ingest.IsHandlerError(err):
+			return err
+		case err != nil:
+			failures++
+			reason := reasonOf(err)
+			p.o.Metrics.pollFailures.WithLabelValues(p.t.Account, p.t.Region, reason).Inc()
+			p.o.Metrics.failing.WithLabelValues(p.t.Account, p.t.Region).Set(1)
+			if classify(err) == "permanent" {
+				// Retrying at once cannot help; the other targets go on.
+				wait = min(p.o.Interval<<min(failures-1, 20), maxPollBackoff)
 			}
-			p.log.Warn().Err(err).Msg("lookup poll failed; trying again next interval")
+			if wait > logged {
+				logged = wait // once, then each time the wait grows, then every maxPollBackoff
+				p.log.Warn().Err(err).Str("reason", reason).Int("failures", failures).Dur("next_poll_in", wait).
+					Msg("lookup poll failed; this account and Region wait, the others go on (check the role's cloudtrail:LookupEvents and sts:AssumeRole)")
+			} else if wait == maxPollBackoff {
+				p.log.Warn().Err(err).Str("reason", reason).Int("failures", failures).Msg("lookup polls still failing")
+			}
+		case failures > 0:
+			p.log.Info().Int("failures", failures).Msg("lookup polls work again")
+			p.o.Metrics.failing.WithLabelValues(p.t.Account, p.t.Region).Set(0)
+			failures, logged = 0, 0
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(p.o.Interval):
+		case <-time.After(wait):
 		}
 	}
+}
+
+// reasonOf names a failed poll for a metric label: the AWS error code,
+// else server or network.
+func reasonOf(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) && ae.ErrorCode() != "" && len(ae.ErrorCode()) <= 64 {
+		return ae.ErrorCode()
+	}
+	return classify(err)
 }
 
 func (p *poller) load() error {

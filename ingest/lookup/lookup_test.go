@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/encwatch/encwatch/fixtures/testkit"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rs/zerolog"
 
@@ -267,4 +268,67 @@ func TestCloudTrailEventWithinLimits(t *testing.T) {
 	if reasons["too-big"] != "too_large" || reasons["too-deep"] != "too_deep" || len(reasons) != 2 {
 		t.Errorf("reported %v, want too-big too_large and too-deep too_deep, once each", reasons)
 	}
+}
+
+// TestPermissionTakenAway: one Region's LookupEvents answers AccessDenied
+// (the role lost cloudtrail:LookupEvents). Its polls back off instead of
+// retrying every interval, the failure is counted by reason and logged a
+// few times, not per poll; the other Region goes on; once allowed again
+// the Region catches up and the failing gauge returns to 0.
+func TestPermissionTakenAway(t *testing.T) {
+	emu := emulator(t)
+	now := time.Now()
+	for _, region := range []string{"us-east-1", "eu-west-1"} {
+		if err := emu.AddRecord("111122223333", region, rec("del-"+region, ingest.DeleteBucketEncryption, "b-"+region, now.Add(-time.Minute)), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	emu.Deny("111122223333", "eu-west-1", true)
+	var tgs []lookup.Target
+	for _, region := range []string{"us-east-1", "eu-west-1"} {
+		tg, err := lookup.NewTarget(context.Background(), region, "", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tgs = append(tgs, tg)
+	}
+	var logs testkit.Buffer
+	reg := prometheus.NewRegistry()
+	c := &collector{events: map[string]int{}, cps: map[string][]byte{}}
+	src, err := lookup.New(lookup.Options{Targets: tgs, Interval: 200 * time.Millisecond, Checkpoints: c,
+		Logger: zerolog.New(&logs), Metrics: lookup.NewMetrics(reg)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, c.handle) }()
+	testkit.Eventually(t, 20*time.Second, func() bool { got, _ := c.count(); return got["del-us-east-1"] == 1 }, "the allowed Region was not read")
+	time.Sleep(6 * time.Second)
+	denied := len(emu.Calls("111122223333", "eu-west-1"))
+	if denied > 7 {
+		t.Errorf("%d calls to the denied Region in about 7 s: no backoff (one poll every 200 ms would be 35)", denied)
+	}
+	if n := strings.Count(logs.String(), "lookup poll failed"); n < 1 || n > 6 {
+		t.Errorf("the failure was logged %d times", n)
+	}
+	if v := testkit.MetricValue(t, reg, "encwatch_lookup_poll_failures_total", "reason", "AccessDeniedException"); v < 1 {
+		t.Errorf("poll failures by reason AccessDeniedException: %v", v)
+	}
+	if v := testkit.MetricValue(t, reg, "encwatch_lookup_target_failing", "region", "eu-west-1"); v != 1 {
+		t.Errorf("failing gauge for eu-west-1: %v", v)
+	}
+	emu.Deny("111122223333", "eu-west-1", false)
+	testkit.Eventually(t, 30*time.Second, func() bool { got, _ := c.count(); return got["del-eu-west-1"] == 1 }, "the Region did not catch up once allowed")
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		return testkit.MetricValue(t, reg, "encwatch_lookup_target_failing", "region", "eu-west-1") == 0
+	}, "the failing gauge stayed up")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "lookup polls work again") {
+		t.Error("the recovery is not logged")
+	}
+	t.Logf("%d calls to the denied Region while denied", denied)
 }

@@ -8,6 +8,8 @@ type Metrics struct {
 	calls, throttles, decodeErrors *prometheus.CounterVec
 	errors, events                 *prometheus.CounterVec
 	checkpoint                     *prometheus.GaugeVec
+	failing                        *prometheus.GaugeVec
+	pollFailures                   *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: not
@@ -27,8 +29,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		checkpoint: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "encwatch_lookup_checkpoint_timestamp_seconds",
 			Help: "Time up to which LookupEvents has been read completely."}, []string{"region"}),
 	}
+	m.failing = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "encwatch_lookup_target_failing",
+		Help: "1 while the polls of an account and Region fail (AccessDenied, an expired or revoked role, ...); they back off to minutes meanwhile."},
+		[]string{"account", "region"})
+	m.pollFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_lookup_poll_failures_total",
+		Help: "Failed polls of an account and Region, by reason (the AWS error code, or server, network)."}, []string{"account", "region", "reason"})
 	if reg != nil {
-		reg.MustRegister(m.calls, m.throttles, m.errors, m.decodeErrors, m.events, m.checkpoint)
+		reg.MustRegister(m.calls, m.throttles, m.errors, m.decodeErrors, m.events, m.checkpoint, m.failing, m.pollFailures)
 	}
 	return m
 }
