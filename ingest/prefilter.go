@@ -4,12 +4,13 @@ import "bytes"
 
 // needle is the byte string every encryption event contains in its
 // eventName (PutBucketEncryption, GetBucketEncryption,
-// DeleteBucketEncryption). It also matches inside a LookupEvents
-// CloudTrailEvent string, where quotes are escaped. A record without it
-// cannot be an encryption event, so it is skipped without being decoded.
-// Records that contain it elsewhere (a policy document, a user agent) are
-// decoded and then dropped by Event.IsEncryptionEvent.
-var needle = []byte("BucketEncryption")
+// DeleteBucketEncryption), and UpdateObjectEncryption too, so that one
+// pass finds both. It also matches inside a LookupEvents CloudTrailEvent
+// string, where quotes are escaped. A record without it (or a KMS or data
+// needle) cannot matter, so it is skipped without being decoded. Records
+// that contain it elsewhere (ServerSideEncryptionConfiguration in a
+// replication rule, a policy document) are decoded and then dropped.
+var needle = []byte("Encryption")
 
 // recordMarker starts every record of a CloudTrail log file as CloudTrail
 // writes it (compact JSON, eventVersion first).
@@ -25,7 +26,7 @@ func MayHoldEncryptionEvent(b []byte) bool { return bytes.Contains(b, needle) }
 // dataNeedles are what a data event must contain to matter to the
 // data-event rules: the encryption headers of its request or response, or
 // what S3 applied. They are searched only when those rules are on.
-var dataNeedles = [][]byte{[]byte("x-amz-server-side-encryption"), []byte("SSEApplied"), []byte("ObjectEncryption")}
+var dataNeedles = [][]byte{[]byte("x-amz-server-side-encryption"), []byte("SSEApplied")}
 
 // maxNeedle is the longest needle, for the overlap kept between reads.
 const maxNeedle = len("x-amz-server-side-encryption")
