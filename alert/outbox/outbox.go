@@ -355,26 +355,6 @@ func (ob *Outbox) oldest(name string) (Entry, bool, error) {
 	return e, found, err
 }
 
-// deleteSent deletes an alert its sink accepted. While the state cannot be
-// written (a full disk) it retries with backoff rather than send the alert
-// again and again; only a stop leaves it to be sent again after the
-// restart.
-func (ob *Outbox) deleteSent(ctx context.Context, name string, seq uint64, log zerolog.Logger) {
-	wait := backoff.Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second}
-	for i := 0; ; i++ {
-		err := ob.delete(name, seq)
-		if err == nil {
-			return
-		}
-		if i == 0 {
-			log.Error().Err(err).Msg("deleting a sent alert failed; retrying (if encwatch stops first, the alert is sent again)")
-		}
-		if !backoff.Sleep(ctx, wait.Next()) {
-			return
-		}
-	}
-}
-
 func (ob *Outbox) delete(name string, seq uint64) error {
 	err := ob.o.DB.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(QueueTable).Bucket([]byte(name)).Delete(key(seq))
@@ -383,31 +363,4 @@ func (ob *Outbox) delete(name string, seq uint64) error {
 		ob.removed(name)
 	}
 	return err
-}
-
-func (ob *Outbox) deadLetter(ctx context.Context, e Entry, reason string, log zerolog.Logger) {
-	e.Reason, e.Failed = reason, ob.o.Now().UTC()
-	raw, _ := json.Marshal(e)
-	err := ob.o.DB.Update(func(tx *bolt.Tx) error {
-		dl, err := tx.Bucket(DeadLetterTable).CreateBucketIfNotExists([]byte(e.Sink))
-		if err != nil {
-			return err
-		}
-		seq, err := dl.NextSequence()
-		if err != nil {
-			return err
-		}
-		if err := dl.Put(key(seq), raw); err != nil {
-			return err
-		}
-		return tx.Bucket(QueueTable).Bucket([]byte(e.Sink)).Delete(key(e.Seq))
-	})
-	if err != nil {
-		log.Error().Err(err).Msg("moving an alert to the dead letters")
-		backoff.Sleep(ctx, time.Second)
-		return
-	}
-	ob.removed(e.Sink)
-	ob.o.Metrics.deadLetters.WithLabelValues(e.Sink).Inc()
-	log.Error().Str("reason", reason).Uint64("seq", e.Seq).Msg("alert rejected for good: moved to the dead letters (encwatch deadletter list)")
 }
