@@ -165,24 +165,30 @@ func (x *evaluation) run(checks []check) {
 	}
 }
 
-// customRules runs the organisation's CEL rules on the event.
+// matches runs one custom rule on the event inside its recovery
+// boundary; a failure is reported and counts as no match.
+func (x *evaluation) matches(c *Compiled) bool {
+	var ok bool
+	err := x.protect(c.ID, true, func() error {
+		var err error
+		ok, err = c.Match(x.ev)
+		return err
+	})
+	if err != nil {
+		x.fail(&RuleError{Rule: c.ID, Custom: true, Event: x.ev, Err: err})
+		return false
+	}
+	return ok
+}
+
+// customRules runs the organisation's CEL rules on a bucket encryption or
+// data event (kmsCustomRules serves KMS events).
 func (x *evaluation) customRules() {
-	kms := x.ev.IsKMSEvent()
 	for _, c := range x.e.custom {
-		if x.e.disabled[c.ID] || kms && !c.kms {
+		if x.e.disabled[c.ID] {
 			continue
 		}
-		var ok bool
-		err := x.protect(c.ID, true, func() error {
-			var err error
-			ok, err = c.Match(x.ev)
-			return err
-		})
-		if err != nil {
-			x.fail(&RuleError{Rule: c.ID, Custom: true, Event: x.ev, Err: err})
-			continue
-		}
-		if ok {
+		if x.matches(c) {
 			summary := c.Summary
 			if summary == "" {
 				summary = "custom rule " + c.ID + " matched " + x.ev.Name + " on " + x.bucketDesc()

@@ -119,24 +119,15 @@ func (x *evaluation) bucketsUsing(key string) ([]ingest.Bucket, error) {
 	return out, err
 }
 
+// kmsCustomRules runs the custom rules that name kms on a KMS lifecycle
+// event: a match raises one finding per known bucket whose default key the
+// event's key is (an alert is always about a bucket), none when no known
+// bucket uses it.
 func (x *evaluation) kmsCustomRules() error {
 	var buckets []ingest.Bucket
 	looked := false
 	for _, c := range x.e.custom {
-		if x.e.disabled[c.ID] || !c.kms {
-			continue
-		}
-		var ok bool
-		err := x.protect(c.ID, true, func() error {
-			var err error
-			ok, err = c.Match(x.ev)
-			return err
-		})
-		if err != nil {
-			x.fail(&RuleError{Rule: c.ID, Custom: true, Event: x.ev, Err: err})
-			continue
-		}
-		if !ok {
+		if x.e.disabled[c.ID] || !c.kms || !x.matches(c) {
 			continue
 		}
 		if !looked {

@@ -236,23 +236,7 @@ func TestSlackFormat(t *testing.T) {
 // counter reads a sink's counter from a registry.
 func counter(t *testing.T, reg *prometheus.Registry, name, sink string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "sink" && l.GetValue() == sink {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+	return testkit.MetricValue(t, reg, name, "sink", sink)
 }
 
 // TestVerifyAgreesWithIndependentHMAC: webhook.Verify accepts exactly what

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http/httptest"
@@ -13,7 +11,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/encwatch/encwatch/alert"
 )
@@ -99,21 +96,7 @@ sinks:
 		}
 		resent += c - 1
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...), kgo.ConsumeTopics("encwatch-alerts"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	inKafka := map[string]int{}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for len(inKafka) < len(want) && ctx.Err() == nil {
-		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
-			var a alert.Alert
-			json.Unmarshal(r.Value, &a)
-			inKafka[a.ID]++
-		})
-	}
+	inKafka := kafkaAlertIDs(t, kc.ListenAddrs(), len(want), 20*time.Second)
 	lostKafka := 0
 	for id := range want {
 		if inKafka[id] == 0 {

@@ -63,6 +63,28 @@ func (h *hookReceiver) ids() map[string]int {
 	return out
 }
 
+// kafkaAlertIDs reads the encwatch-alerts topic from the start until it
+// has seen want distinct alert ids or timeout passed, and counts each id.
+func kafkaAlertIDs(t *testing.T, brokers []string, want int, timeout time.Duration) map[string]int {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("encwatch-alerts"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ids := map[string]int{}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for len(ids) < want && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			var a alert.Alert
+			json.Unmarshal(r.Value, &a)
+			ids[a.ID]++
+		})
+	}
+	return ids
+}
+
 // TestSIGKILLWithAlertsInFlight kills the daemon while alerts are on their
 // way to Kafka and to a slow webhook; after a restart on the same state
 // every alert has reached both, with the same ids.
@@ -130,23 +152,9 @@ sinks:
 	if hook.bad > 0 {
 		t.Errorf("%d requests with a bad signature", hook.bad)
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(kc.ListenAddrs()...), kgo.ConsumeTopics("encwatch-alerts"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	inKafka := map[string]bool{}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for len(inKafka) < len(want) && ctx.Err() == nil {
-		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
-			var a alert.Alert
-			json.Unmarshal(r.Value, &a)
-			inKafka[a.ID] = true
-		})
-	}
+	inKafka := kafkaAlertIDs(t, kc.ListenAddrs(), len(want), 10*time.Second)
 	for id := range want {
-		if !inKafka[id] {
+		if inKafka[id] == 0 {
 			t.Errorf("kafka never got %s", id)
 		}
 	}
