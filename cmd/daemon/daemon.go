@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -159,6 +160,13 @@ func (a *app) build(ctx context.Context) error {
 	a.srv, err = newServer(so, a.reg, func() error {
 		if err := a.faults.current(); err != nil {
 			return fmt.Errorf("state %s cannot be written (sources are waiting): %w", cfg.State.Dir, err)
+		}
+		for _, s := range a.sources {
+			if f, ok := s.Source.(interface{ Failing() []string }); ok {
+				if failing := f.Failing(); len(failing) > 0 {
+					return fmt.Errorf("source %s: targets failing (the others go on): %s", s.name, strings.Join(failing, "; "))
+				}
+			}
 		}
 		return ready(db, a.queues)
 	}, map[string]http.Handler{"/buckets": bucketsHandler(db)})

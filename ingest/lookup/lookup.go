@@ -14,7 +14,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -85,7 +87,39 @@ type Options struct {
 }
 
 // Source tails LookupEvents. Run it once.
-type Source struct{ o Options }
+type Source struct {
+	o Options
+
+	mu      sync.Mutex
+	failing map[string]string // "account/region" -> why its polls fail
+}
+
+// Failing returns the targets whose polls fail, as "account/region: reason
+// since TIME", sorted; nil when every target works.
+func (s *Source) Failing() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for k, why := range s.failing {
+		out = append(out, k+": "+why)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (s *Source) setFailing(t Target, why string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failing == nil {
+		s.failing = map[string]string{}
+	}
+	k := t.Account + "/" + t.Region
+	if why == "" {
+		delete(s.failing, k)
+	} else if _, ok := s.failing[k]; !ok {
+		s.failing[k] = why
+	}
+}
 
 // New checks the options and returns a Source.
 func New(o Options) (*Source, error) {
@@ -125,7 +159,7 @@ func (s *Source) Run(ctx context.Context, handle ingest.Handler) error {
 		// previous process.
 		lim := rate.NewLimiter(rate.Limit(s.o.Rate), 1)
 		lim.Allow()
-		p := &poller{o: &s.o, t: t, handle: handle, limiter: lim,
+		p := &poller{o: &s.o, src: s, t: t, handle: handle, limiter: lim,
 			log: s.o.Logger.With().Str("account", t.Account).Str("region", t.Region).Logger()}
 		g.Go(func() error { return p.run(ctx) })
 	}
@@ -148,6 +182,7 @@ type checkpoint struct {
 
 type poller struct {
 	o       *Options
+	src     *Source
 	t       Target
 	handle  ingest.Handler
 	limiter *rate.Limiter
@@ -179,6 +214,7 @@ func (p *poller) run(ctx context.Context) error {
 			reason := reasonOf(err)
 			p.o.Metrics.pollFailures.WithLabelValues(p.t.Account, p.t.Region, reason).Inc()
 			p.o.Metrics.failing.WithLabelValues(p.t.Account, p.t.Region).Set(1)
+			p.src.setFailing(p.t, reason+" since "+p.o.Now().UTC().Format(time.RFC3339))
 			if classify(err) == "permanent" {
 				// Retrying at once cannot help; the other targets go on.
 				wait = min(p.o.Interval<<min(failures-1, 20), maxPollBackoff)
@@ -193,6 +229,7 @@ func (p *poller) run(ctx context.Context) error {
 		case failures > 0:
 			p.log.Info().Int("failures", failures).Msg("lookup polls work again")
 			p.o.Metrics.failing.WithLabelValues(p.t.Account, p.t.Region).Set(0)
+			p.src.setFailing(p.t, "")
 			failures, logged = 0, 0
 		}
 		select {

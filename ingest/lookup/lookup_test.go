@@ -318,6 +318,9 @@ func TestPermissionTakenAway(t *testing.T) {
 	if v := testkit.MetricValue(t, reg, "encwatch_lookup_target_failing", "region", "eu-west-1"); v != 1 {
 		t.Errorf("failing gauge for eu-west-1: %v", v)
 	}
+	if f := src.Failing(); len(f) != 1 || !strings.Contains(f[0], "/eu-west-1: AccessDeniedException since ") {
+		t.Errorf("Failing() = %v", f)
+	}
 	emu.Deny("111122223333", "eu-west-1", false)
 	testkit.Eventually(t, 30*time.Second, func() bool { got, _ := c.count(); return got["del-eu-west-1"] == 1 }, "the Region did not catch up once allowed")
 	testkit.Eventually(t, 5*time.Second, func() bool {
@@ -326,6 +329,9 @@ func TestPermissionTakenAway(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+	if f := src.Failing(); len(f) != 0 {
+		t.Errorf("after recovery Failing() = %v", f)
 	}
 	if !strings.Contains(logs.String(), "lookup polls work again") {
 		t.Error("the recovery is not logged")
