@@ -24,68 +24,49 @@ func addSeeds(f *testing.F) {
 	f.Add([]byte(`[{"CloudTrailEvent":"{\"eventName\":\"DeleteBucketEncryption\"}"}]`))
 }
 
-// FuzzDecode feeds arbitrary bytes (plain or gzip) through the streaming
-// decoder: it must not panic or hang, every event it emits must be an
-// encryption event, and its counts must be consistent.
+// fuzzDecode runs arbitrary bytes (plain or gzip) through the streaming
+// decoder: it must not panic or hang, every event it emits must be one it
+// reads, and its counts must be consistent.
+func fuzzDecode(t *testing.T, data []byte, dataEvents bool) {
+	r, err := ingest.Decompress(bytes.NewReader(data))
+	if err != nil {
+		return
+	}
+	var n int64
+	d := ingest.Decoder{
+		Source: "fuzz", DataEvents: dataEvents,
+		// Mutated gzip streams can inflate to gigabytes: bound them as a
+		// hostile-input deployment would.
+		Limits: ingest.Limits{MaxRecordBytes: 64 << 10, MaxInputBytes: 4 << 20},
+		OnEvent: func(ev *ingest.Event) error {
+			n++
+			if !ev.IsEncryptionEvent() && !ev.IsKMSEvent() && !(dataEvents && ev.IsDataEvent()) {
+				t.Fatalf("emitted an event it does not read: %s %s", ev.Source, ev.Name)
+			}
+			_ = ev.Object.Overrides()
+			_ = ev.Object.KMS()
+			return nil
+		},
+		OnError: func(ingest.Position, error) {},
+	}
+	st, _ := d.Decode(r)
+	if st.Events != n || st.Candidates > st.Records+1 && st.Records > 0 {
+		t.Fatalf("inconsistent stats %+v (emitted %d)", st, n)
+	}
+}
+
+// FuzzDecode fuzzes the decoder as replay runs it without data rules.
 func FuzzDecode(f *testing.F) {
 	addSeeds(f)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := ingest.Decompress(bytes.NewReader(data))
-		if err != nil {
-			return
-		}
-		var n int64
-		d := ingest.Decoder{
-			Source: "fuzz",
-			// Mutated gzip streams can inflate to gigabytes: bound them as
-			// a hostile-input deployment would.
-			Limits: ingest.Limits{MaxRecordBytes: 64 << 10, MaxInputBytes: 4 << 20},
-			OnEvent: func(ev *ingest.Event) error {
-				n++
-				if !ev.IsEncryptionEvent() && !ev.IsKMSEvent() {
-					t.Fatalf("emitted a non-encryption event: %s %s", ev.Source, ev.Name)
-				}
-				return nil
-			},
-			OnError: func(ingest.Position, error) {},
-		}
-		st, _ := d.Decode(r)
-		if st.Events != n || st.Candidates > st.Records+1 && st.Records > 0 {
-			t.Fatalf("inconsistent stats %+v (emitted %d)", st, n)
-		}
-	})
+	f.Fuzz(func(t *testing.T, data []byte) { fuzzDecode(t, data, false) })
 }
 
 // FuzzDecodeDataEvents is FuzzDecode with data events on: the data-event
-// prefilter and fields (request headers, SSEApplied, copy source) must take
-// any input, and every event emitted must be an encryption or data event.
+// prefilter and fields (request headers, SSEApplied, copy source,
+// UpdateObjectEncryption) must take any input.
 func FuzzDecodeDataEvents(f *testing.F) {
 	addSeeds(f)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := ingest.Decompress(bytes.NewReader(data))
-		if err != nil {
-			return
-		}
-		var n int64
-		d := ingest.Decoder{
-			Source: "fuzz", DataEvents: true,
-			Limits: ingest.Limits{MaxRecordBytes: 64 << 10, MaxInputBytes: 4 << 20},
-			OnEvent: func(ev *ingest.Event) error {
-				n++
-				if !ev.IsEncryptionEvent() && !ev.IsKMSEvent() && !ev.IsDataEvent() {
-					t.Fatalf("emitted an event that is neither: %s %s", ev.Source, ev.Name)
-				}
-				_ = ev.Object.Overrides()
-				_ = ev.Object.KMS()
-				return nil
-			},
-			OnError: func(ingest.Position, error) {},
-		}
-		st, _ := d.Decode(r)
-		if st.Events != n {
-			t.Fatalf("inconsistent stats %+v (emitted %d)", st, n)
-		}
-	})
+	f.Fuzz(func(t *testing.T, data []byte) { fuzzDecode(t, data, true) })
 }
 
 // FuzzDecodeRecord decodes arbitrary bytes as one record.

@@ -139,6 +139,21 @@ func (d *daemonProc) waitAlerts(t *testing.T, want map[string]bool, timeout time
 	t.Fatalf("timed out waiting for alerts; daemon log:\n%s", strings.Join(logs, "\n"))
 }
 
+// finish waits for a daemon whose sources end by themselves (files
+// without watch) to deliver everything and exit 0.
+func (d *daemonProc) finish(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-d.exited:
+		if err := d.err; err != nil {
+			_, logs := d.snapshot()
+			t.Fatalf("daemon: %v\n%s", err, strings.Join(logs, "\n"))
+		}
+	case <-time.After(timeout):
+		t.Fatalf("the daemon did not finish delivering within %s", timeout)
+	}
+}
+
 // stop sends SIGTERM and returns how long the daemon took to exit.
 func (d *daemonProc) stop(t *testing.T) time.Duration {
 	t.Helper()

@@ -72,16 +72,7 @@ sinks:
 		}
 		t.Logf("kill %d: %d of %d alerts at the webhook", k+1, got, n)
 	}
-	d := startDaemon(t, cfgPath, "http://127.0.0.1:1")
-	select { // files without watch: the daemon exits once everything is delivered
-	case <-d.exited:
-		if err := d.err; err != nil {
-			_, logs := d.snapshot()
-			t.Fatalf("daemon: %v\n%s", err, strings.Join(logs, "\n"))
-		}
-	case <-time.After(120 * time.Second):
-		t.Fatal("the last daemon did not finish delivering")
-	}
+	startDaemon(t, cfgPath, "http://127.0.0.1:1").finish(t, 120*time.Second)
 	got := hook.ids()
 	lost := 0
 	for id := range want {

@@ -133,16 +133,7 @@ sinks:
 	if before >= len(want) {
 		t.Logf("every alert arrived before the kill; the restart must still leave nothing out")
 	}
-	d2 := startDaemon(t, cfgPath, "http://127.0.0.1:1")
-	select { // files without watch: the daemon exits once everything is delivered
-	case <-d2.exited:
-		if err := d2.err; err != nil {
-			_, logs := d2.snapshot()
-			t.Fatalf("daemon: %v\n%s", err, strings.Join(logs, "\n"))
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("the restarted daemon did not finish")
-	}
+	startDaemon(t, cfgPath, "http://127.0.0.1:1").finish(t, 60*time.Second)
 	got := hook.ids()
 	for id := range want {
 		if got[id] == 0 {
