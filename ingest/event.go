@@ -73,6 +73,9 @@ type Event struct {
 	Object ObjectRequest
 	// KMS is the key a KMS lifecycle event is about; empty otherwise.
 	KMS KMSRequest
+	// Inventory is set on an event made by a scan of the bucket's current
+	// configuration (basis "inventory") rather than read from CloudTrail.
+	Inventory *InventoryRead
 	// Digest is a hash of the raw record, used as identity when a record has
 	// no eventID.
 	Digest string
@@ -100,6 +103,35 @@ func (e *Event) IsEncryptionEvent() bool {
 // (KMSLifecycleEvents).
 func (e *Event) IsKMSEvent() bool {
 	return e.Source == SourceKMS && slices.Contains(KMSLifecycleEvents, e.Name)
+}
+
+// InventoryRead is what a scan read of one bucket, beyond its
+// configuration (which is in Event.Encryption, as a Put would set it). The
+// event's Name is GetBucketEncryption, its Time the time of the read, its
+// Actor empty.
+type InventoryRead struct {
+	// Key is what kms:DescribeKey said of the key the configuration names
+	// (zero when it names none).
+	Key KeyInfo
+	// ErrorCode and ErrorMessage are set when the bucket's configuration
+	// could not be read (AccessDenied, ...): it is unknown, not judged.
+	ErrorCode, ErrorMessage string
+	// Complete marks the end of one account's and Region's listing rather
+	// than a bucket: every bucket of Listed types in Event.Bucket.Account
+	// and Event.Bucket.Region was read in the scan that began at Started.
+	Complete bool
+	Listed   []string // bucket types whose listing finished
+	Started  time.Time
+}
+
+// KeyInfo is what kms:DescribeKey said of a key.
+type KeyInfo struct {
+	ARN     string // the key's ARN, which names its account and Region
+	Manager string // AWS or CUSTOMER
+	State   string // Enabled, Disabled, PendingDeletion, ...
+	// Error is the AWS error code when DescribeKey failed (the key is
+	// judged as named).
+	Error string
 }
 
 // KMSRequest is the key a KMS lifecycle event is about, as the record

@@ -301,3 +301,14 @@ func lineCol(b []byte, off int64) (line, col int) {
 func itoa(i int) string { return strconv.Itoa(i) }
 
 func itoa64(i int64) string { return strconv.FormatInt(i, 10) }
+
+// NewBucket describes a bucket known by name, account and Region (as a scan
+// lists it): its type from the name, its zone and ARN.
+func NewBucket(name, account, region string) Bucket {
+	b := Bucket{Name: name, Account: account, Region: region, Type: BucketGeneralPurpose}
+	if strings.HasSuffix(name, "--x-s3") {
+		b.Type, b.Zone = BucketDirectory, zoneFromName(name)
+	}
+	b.ARN = bucketARN(b)
+	return b
+}
