@@ -83,8 +83,14 @@ type Encryption struct {
 	Rules   []Rule `json:"rules,omitempty"`
 }
 
-// BasisEvent is the basis of a finding raised by a CloudTrail event.
-const BasisEvent = "event"
+// Bases of a finding: a CloudTrail event, or a scan's read of a bucket's
+// current configuration (then event.name is GetBucketEncryption, event.time
+// the time of the read, event.actor empty, and event.id derived from the
+// bucket ARN and a digest of what was read).
+const (
+	BasisEvent     = "event"
+	BasisInventory = "inventory"
+)
 
 // Rule is one rule of a request's configuration.
 type Rule struct {
@@ -146,7 +152,10 @@ func New(f rules.Finding, now time.Time) Alert {
 	if ev.Origin.Source != "" {
 		a.Origin = ev.Origin.String()
 	}
-	if ev.Name == ingest.PutBucketEncryption && len(ev.Encryption.Rules) > 0 {
+	if ev.Inventory != nil {
+		a.Basis = BasisInventory
+	}
+	if (ev.Name == ingest.PutBucketEncryption || ev.Inventory != nil) && len(ev.Encryption.Rules) > 0 {
 		r := ev.Encryption.Rules[0]
 		a.Encryption = &Encryption{Algorithm: r.Algorithm, KMSKeyID: r.KMSKeyID, BucketKeyEnabled: r.BucketKeyEnabled,
 			BlockedEncryptionTypes: ev.Encryption.Blocked(), Changed: f.Changed}

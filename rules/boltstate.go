@@ -46,6 +46,14 @@ func (s TxState) PutBucket(key string, st BucketState) error {
 	return b.Put([]byte(key), raw)
 }
 
+// DeleteBucket implements State.
+func (s TxState) DeleteBucket(key string) error {
+	if b := s.Tx.Bucket(BucketStateTable); b != nil {
+		return b.Delete([]byte(key))
+	}
+	return nil
+}
+
 // EachBucket implements State.
 func (s TxState) EachBucket(fn func(key string, st BucketState) error) error {
 	return ForEachBucket(s.Tx, fn)

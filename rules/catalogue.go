@@ -19,6 +19,7 @@ const (
 	SSECUnblocked                 = "sse-c-unblocked"
 	KMSKeyForeignAccount          = "kms-key-foreign-account"
 	KMSKeyUnusable                = "kms-key-unusable"
+	EncryptionDrift               = "encryption-drift"
 	ObjectEncryptionOverride      = "object-encryption-override"
 	DirectoryKMSCopyCost          = "directory-kms-copy-cost"
 	ObjectEncryptionRekeyed       = "object-encryption-rekeyed"
@@ -86,8 +87,11 @@ var Catalogue = []Definition{
 		Description: "a PutBucketEncryption succeeded and the KMS key it sets belongs to another account than the bucket's (a key or alias ARN of another account, or on a general purpose bucket an alias name or key ID named by a caller of another account), and matches no allowedKMSKeys entry: the SSE-KMS ransomware pattern",
 		Remediation: "Set the bucket's default encryption back to a key of its own account now: whoever controls the other account can disable or delete the key and make new objects unwritable and, once deleted, unreadable."},
 	{ID: KMSKeyUnusable, Severity: Critical, Stateful: true,
-		Description: "a ScheduleKeyDeletion, DisableKey or DeleteKey succeeded on a KMS key that is the default key of a bucket encwatch knows; one finding per bucket, naming the key and, for a deletion, its date",
+		Description: "a ScheduleKeyDeletion, DisableKey or DeleteKey succeeded on a KMS key that is the default key of a bucket encwatch knows (from a Put or the inventory), or the inventory reads a bucket's key as disabled or pending deletion; one finding per bucket, naming the key and, for a deletion, its date",
 		Remediation: "If this was not meant: CancelKeyDeletion or EnableKey now (a deleted key cannot be brought back), then move the bucket to a key of its own account. If it was: give the bucket another default key first; objects under the old key cannot be read once it is deleted."},
+	{ID: EncryptionDrift, Severity: Medium, Stateful: true,
+		Description: "the inventory reads a bucket configuration that differs from the one encwatch last knew (from events or an earlier scan) with no encryption event in between: AWS's own SSE-C switch, a missed event, a change the trail did not log",
+		Remediation: "Find out who or what changed the configuration: check that the trail (or LookupEvents source) covers the bucket's account and Region, and AWS announcements for changes made without an event."},
 	{ID: ObjectEncryptionOverride, Severity: Low, Stateful: true,
 		SeverityNote: "medium when the algorithm is outside the allowed set, high for SSE-C",
 		Description:  "a data event (PutObject, CopyObject, CreateMultipartUpload, CreateSession) named its own server-side encryption instead of the bucket default; one alert per bucket, caller and setting per dataEvents.window, with the count",

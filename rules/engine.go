@@ -212,6 +212,14 @@ func (e *Engine) Evaluate(ev *ingest.Event) ([]Finding, error) {
 // that also stores the findings.
 func (e *Engine) EvaluateIn(st State, ev *ingest.Event) ([]Finding, error) {
 	data := ev.IsDataEvent()
+	if ev.Inventory != nil {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		x := &evaluation{e: e, st: st, ev: ev, key: StateKey(ev.Bucket)}
+		err := x.inventory()
+		slices.SortStableFunc(x.findings, func(a, b Finding) int { return catalogueIndex(a.Rule) - catalogueIndex(b.Rule) })
+		return x.findings, err
+	}
 	if ev.IsKMSEvent() {
 		e.mu.Lock()
 		defer e.mu.Unlock()
@@ -354,8 +362,11 @@ func (x *evaluation) record(r ingest.EncryptionRule) error {
 	} else {
 		st.BlockedEncryptionTypes = nil
 	}
-	st.Compliant = r.Algorithm != "" && slices.Contains(x.e.policy.AllowedAlgorithms(ev.Bucket), r.Algorithm) &&
-		(r.KMSKeyID == "" || x.e.policy.KeyAllowed(r.KMSKeyID))
+	if st.KMSKeyID != x.known.KMSKeyID {
+		st.KeyARN, st.KeyManager, st.KeyState = "", "", "" // what a scan said of the old key
+	}
+	st.Compliant = x.e.policy.configAllowed(ev.Bucket, r, st.KeyARN)
+	st.Basis, st.Open = "event", openRules(x.findings)
 	st.LastChange, st.LastActor, st.LastEventID, st.LastEvent = ev.Time, ev.Actor.ARN, ev.ID, ev.Name
 	return x.st.PutBucket(x.key, st)
 }

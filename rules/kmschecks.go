@@ -103,13 +103,15 @@ func (x *evaluation) bucketsUsing(key string) ([]ingest.Bucket, error) {
 	}
 	var out []ingest.Bucket
 	err := x.st.EachBucket(func(_ string, st BucketState) error {
-		if st.KMSKeyID == "" || KeyID(st.KMSKeyID) != id || !strings.HasPrefix(st.Algorithm, AlgKMS) {
+		// An alias matches through the key the inventory resolved it to.
+		bk := firstOr(st.KeyARN, st.KMSKeyID)
+		if bk == "" || KeyID(bk) != id || !strings.HasPrefix(st.Algorithm, AlgKMS) {
 			return nil
 		}
-		if ka, sa := KeyAccount(key), KeyAccount(st.KMSKeyID); ka != "" && sa != "" && ka != sa {
+		if ka, sa := KeyAccount(key), KeyAccount(bk); ka != "" && sa != "" && ka != sa {
 			return nil
 		}
-		kr, sr := firstOr(KeyRegion(key), x.ev.Region), firstOr(KeyRegion(st.KMSKeyID), st.Bucket.Region)
+		kr, sr := firstOr(KeyRegion(key), x.ev.Region), firstOr(KeyRegion(bk), st.Bucket.Region)
 		if kr != "" && sr != "" && kr != sr {
 			return nil
 		}

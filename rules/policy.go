@@ -218,3 +218,10 @@ func sortedKeys[V any](m map[string]V) []string {
 	slices.Sort(keys)
 	return keys
 }
+
+// configAllowed reports whether a configuration's algorithm and key are
+// within the policy; keyARN is the key as KMS resolved it, when known.
+func (p Policy) configAllowed(b ingest.Bucket, r ingest.EncryptionRule, keyARN string) bool {
+	return r.Algorithm != "" && slices.Contains(p.AllowedAlgorithms(b), r.Algorithm) &&
+		(r.KMSKeyID == "" || p.KeyAllowed(r.KMSKeyID) || (keyARN != "" && p.KeyAllowed(keyARN)))
+}

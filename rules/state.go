@@ -24,12 +24,64 @@ type BucketState struct {
 	BlockedEncryptionTypes []string `json:",omitempty"`
 	// Fired is when each rule last raised a finding of a Put on the
 	// bucket, for policy.repeats.
-	Fired       map[string]time.Time `json:",omitempty"`
-	Compliant   bool
+	Fired     map[string]time.Time `json:",omitempty"`
+	Compliant bool
+	// Basis says where the configuration above was last learnt: "event"
+	// (a Put or Delete) or "inventory" (a scan).
+	Basis string `json:",omitempty"`
+	// What the last scan read beyond the configuration: the key as KMS
+	// describes it, and the read's digest (a scan that reads the same
+	// again raises nothing).
+	KeyARN     string    `json:",omitempty"`
+	KeyManager string    `json:",omitempty"`
+	KeyState   string    `json:",omitempty"`
+	ScanDigest string    `json:",omitempty"`
+	ScannedAt  time.Time `json:",omitzero"`
+	// ReadError is the AWS error code of the last scan that could not
+	// read the configuration ("" once a read succeeds).
+	ReadError string `json:",omitempty"`
+	// Missing counts the complete scans of the bucket's account and Region
+	// that did not list it; at two it leaves the state.
+	Missing int `json:",omitempty"`
+	// Open are the rules whose findings stand for the current
+	// configuration (raised by the Put, Delete or scan that set it).
+	Open        []string `json:",omitempty"`
 	LastChange  time.Time
 	LastActor   string
 	LastEventID string
 	LastEvent   string
+}
+
+// Compliance values of a bucket.
+const (
+	Compliant    = "compliant"
+	NonCompliant = "non-compliant"
+	Unknown      = "unknown"
+)
+
+// Compliance says whether the bucket's known configuration meets the
+// policy: unknown when none is known (a bucket the scan could not read),
+// non-compliant when a finding stands for it or its algorithm or key is
+// outside the policy.
+func (s BucketState) Compliance() string {
+	switch {
+	case s.Algorithm == "":
+		return Unknown
+	case len(s.Open) > 0 || !s.Compliant:
+		return NonCompliant
+	}
+	return Compliant
+}
+
+// SeenBy says whether the bucket was last seen by an event or a scan.
+func (s BucketState) SeenBy() string {
+	if !s.ScannedAt.IsZero() && !s.ScannedAt.Before(s.LastChange) {
+		return "inventory"
+	}
+	if s.LastEvent != "" && s.Basis != "inventory" {
+		return "event"
+	}
+	return firstOr(s.Basis, "event")
 }
 
 // State keeps bucket state between events. Implementations are safe for
@@ -41,6 +93,8 @@ type State interface {
 	PutBucket(key string, s BucketState) error
 	// EachBucket calls fn with every bucket's state, in key order.
 	EachBucket(fn func(key string, s BucketState) error) error
+	// DeleteBucket forgets a bucket (one the inventory no longer lists).
+	DeleteBucket(key string) error
 	Groups
 	Readers
 }
@@ -78,6 +132,14 @@ func (m *Memory) PutBucket(key string, s BucketState) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.buckets[key] = s
+	return nil
+}
+
+// DeleteBucket implements State.
+func (m *Memory) DeleteBucket(key string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.buckets, key)
 	return nil
 }
 
