@@ -76,6 +76,19 @@ type Sources struct {
 	SQS    *SQS         `yaml:"sqs"`
 	Kafka  *KafkaSource `yaml:"kafka"`
 	Files  *Files       `yaml:"files"`
+	// Inventory reads every bucket's configuration (DESIGN 5a).
+	Inventory *Inventory `yaml:"inventory"`
+}
+
+// Inventory scans the configuration of every bucket: at start, then every
+// interval.
+type Inventory struct {
+	Interval rules.Duration `yaml:"interval"`
+	// Regions and Accounts default to sources.lookup's.
+	Regions  []string  `yaml:"regions"`
+	Accounts []Account `yaml:"accounts"`
+	// Rate is the S3 and KMS calls per second per account, at most.
+	Rate float64 `yaml:"rate"`
 }
 
 // Lookup tails CloudTrail LookupEvents.

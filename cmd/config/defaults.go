@@ -5,6 +5,7 @@ import (
 
 	"github.com/encwatch/encwatch/ingest"
 	"github.com/encwatch/encwatch/ingest/filesrc"
+	"github.com/encwatch/encwatch/ingest/inventory"
 	"github.com/encwatch/encwatch/ingest/lookup"
 	"github.com/encwatch/encwatch/ingest/s3sqs"
 	"github.com/encwatch/encwatch/rules"
@@ -25,6 +26,20 @@ func applySectionDefaults(c *Config) {
 		}
 		setDur(&s.Visibility, s3sqs.DefaultVisibility)
 		setDur(&s.WaitTime, s3sqs.DefaultWaitTime)
+	}
+	if inv := c.Sources.Inventory; inv != nil {
+		setDur(&inv.Interval, inventory.DefaultInterval)
+		if inv.Rate == 0 {
+			inv.Rate = inventory.DefaultRate
+		}
+		if l := c.Sources.Lookup; l != nil {
+			if len(inv.Regions) == 0 {
+				inv.Regions = append([]string(nil), l.Regions...)
+			}
+			if len(inv.Accounts) == 0 {
+				inv.Accounts = append([]Account(nil), l.Accounts...)
+			}
+		}
 	}
 	if f := c.Sources.Files; f != nil {
 		setDur(&f.Interval, filesrc.DefaultPollInterval)

@@ -85,6 +85,27 @@ func validateSources(c *Config, add addFunc) {
 			}
 		}
 	}
+	if inv := c.Sources.Inventory; inv != nil {
+		if len(inv.Regions) == 0 {
+			add("sources.inventory.regions", "missing: name at least one Region (or set sources.lookup.regions)")
+		}
+		for i, r := range inv.Regions {
+			if !regionRe.MatchString(r) {
+				add(fmt.Sprintf("sources.inventory.regions[%d]", i), "%q is not a Region name", r)
+			}
+		}
+		if inv.Interval.D() < 10*time.Second {
+			add("sources.inventory.interval", "must be at least 10s; a scan reads every bucket (6h is the default)")
+		}
+		if inv.Rate < 0.1 || inv.Rate > 1000 {
+			add("sources.inventory.rate", "must be between 0.1 and 1000 calls per second, got %v", inv.Rate)
+		}
+		for i, a := range inv.Accounts {
+			if !strings.HasPrefix(a.RoleARN, "arn:") || !strings.Contains(a.RoleARN, ":role/") {
+				add(fmt.Sprintf("sources.inventory.accounts[%d].roleArn", i), "want an IAM role ARN, got %q", a.RoleARN)
+			}
+		}
+	}
 	if s := c.Sources.SQS; s != nil {
 		if !strings.HasPrefix(s.QueueURL, "http") {
 			add("sources.sqs.queueURL", "want the queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)")

@@ -13,22 +13,32 @@ import (
 
 // bucketView is one bucket in GET /buckets.
 type bucketView struct {
-	Key              string    `json:"key"`
-	Name             string    `json:"name"`
-	Type             string    `json:"type"`
-	ARN              string    `json:"arn"`
-	Account          string    `json:"account"`
-	Region           string    `json:"region"`
-	Zone             string    `json:"zone,omitempty"`
-	Algorithm        string    `json:"algorithm"`
-	KMSKeyID         string    `json:"kmsKeyId"`
-	BucketKeyEnabled bool      `json:"bucketKeyEnabled"`
-	LifetimeKey      string    `json:"lifetimeKey,omitempty"`
-	Compliant        bool      `json:"compliant"`
-	LastChange       time.Time `json:"lastChange"`
-	LastActor        string    `json:"lastActor"`
-	LastEvent        string    `json:"lastEvent"`
-	LastEventID      string    `json:"lastEventId"`
+	Key              string `json:"key"`
+	Name             string `json:"name"`
+	Type             string `json:"type"`
+	ARN              string `json:"arn"`
+	Account          string `json:"account"`
+	Region           string `json:"region"`
+	Zone             string `json:"zone,omitempty"`
+	Algorithm        string `json:"algorithm"`
+	KMSKeyID         string `json:"kmsKeyId"`
+	BucketKeyEnabled bool   `json:"bucketKeyEnabled"`
+	LifetimeKey      string `json:"lifetimeKey,omitempty"`
+	Compliant        bool   `json:"compliant"`
+	// Compliance is compliant, non-compliant or unknown (the inventory
+	// could not read the bucket and nothing else is known).
+	Compliance             string     `json:"compliance"`
+	OpenFindings           []string   `json:"openFindings"`
+	SeenBy                 string     `json:"seenBy"` // event or inventory
+	BlockedEncryptionTypes []string   `json:"blockedEncryptionTypes"`
+	KeyARN                 string     `json:"keyArn,omitempty"`
+	KeyState               string     `json:"keyState,omitempty"`
+	ReadError              string     `json:"readError,omitempty"`
+	ScannedAt              *time.Time `json:"scannedAt,omitempty"`
+	LastChange             time.Time  `json:"lastChange"`
+	LastActor              string     `json:"lastActor"`
+	LastEvent              string     `json:"lastEvent"`
+	LastEventID            string     `json:"lastEventId"`
 }
 
 // bucketsHandler serves GET /buckets: what encwatch knows of each bucket,
@@ -72,10 +82,7 @@ func bucketsHandler(db *bolt.DB) http.HandlerFunc {
 				if err := json.Unmarshal(v, &st); err != nil {
 					return err
 				}
-				page.Buckets = append(page.Buckets, bucketView{Key: string(k), Name: st.Bucket.Name, Type: st.Bucket.Type, ARN: st.Bucket.ARN,
-					Account: st.Bucket.Account, Region: st.Bucket.Region, Zone: st.Bucket.Zone, Algorithm: st.Algorithm, KMSKeyID: st.KMSKeyID,
-					BucketKeyEnabled: st.BucketKeyEnabled, LifetimeKey: st.LifetimeKey, Compliant: st.Compliant, LastChange: st.LastChange,
-					LastActor: st.LastActor, LastEvent: st.LastEvent, LastEventID: st.LastEventID})
+				page.Buckets = append(page.Buckets, viewOf(string(k), st))
 			}
 			return nil
 		})
@@ -86,4 +93,21 @@ func bucketsHandler(db *bolt.DB) http.HandlerFunc {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(page)
 	}
+}
+
+func viewOf(key string, st rules.BucketState) bucketView {
+	v := bucketView{Key: key, Name: st.Bucket.Name, Type: st.Bucket.Type, ARN: st.Bucket.ARN,
+		Account: st.Bucket.Account, Region: st.Bucket.Region, Zone: st.Bucket.Zone, Algorithm: st.Algorithm, KMSKeyID: st.KMSKeyID,
+		BucketKeyEnabled: st.BucketKeyEnabled, LifetimeKey: st.LifetimeKey, Compliant: st.Compliance() == rules.Compliant,
+		Compliance: st.Compliance(), OpenFindings: st.Open, SeenBy: st.SeenBy(), BlockedEncryptionTypes: st.BlockedEncryptionTypes,
+		KeyARN: st.KeyARN, KeyState: st.KeyState, ReadError: st.ReadError,
+		LastChange: st.LastChange, LastActor: st.LastActor, LastEvent: st.LastEvent, LastEventID: st.LastEventID}
+	if v.OpenFindings == nil {
+		v.OpenFindings = []string{}
+	}
+	if !st.ScannedAt.IsZero() {
+		t := st.ScannedAt
+		v.ScannedAt = &t
+	}
+	return v
 }

@@ -34,7 +34,7 @@ func newStateCollector(db *bolt.DB) *stateCollector {
 		cpAge: prometheus.NewDesc("encwatch_checkpoint_age_seconds",
 			"Seconds since a source last stored its checkpoint.", []string{"source"}, nil),
 		known: prometheus.NewDesc("encwatch_buckets",
-			"Buckets encwatch knows from encryption events, by type and compliance with the policy.", []string{"type", "state"}, nil),
+			"Buckets encwatch knows from encryption events and the inventory, by type and compliance with the policy (compliant, non-compliant, unknown: a bucket the inventory could not read).", []string{"type", "state"}, nil),
 	}
 }
 
@@ -68,15 +68,13 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if now.Sub(c.counted) > 15*time.Second {
 		counts := map[[2]string]int{}
 		for _, t := range []string{"directory", "general-purpose"} {
-			counts[[2]string{t, "compliant"}], counts[[2]string{t, "noncompliant"}] = 0, 0
+			for _, c := range []string{rules.Compliant, rules.NonCompliant, rules.Unknown} {
+				counts[[2]string{t, c}] = 0
+			}
 		}
 		err := c.db.View(func(tx *bolt.Tx) error {
 			return rules.ForEachBucket(tx, func(_ string, st rules.BucketState) error {
-				state := "noncompliant"
-				if st.Compliant {
-					state = "compliant"
-				}
-				counts[[2]string{st.Bucket.Type, state}]++
+				counts[[2]string{st.Bucket.Type, st.Compliance()}]++
 				return nil
 			})
 		})

@@ -150,7 +150,7 @@ func (a *app) build(ctx context.Context) error {
 		return err
 	}
 	if len(a.sources) == 0 {
-		return errors.New("no source configured: set sources.lookup, sources.files, sources.sqs or sources.kafka")
+		return errors.New("no source configured: set sources.lookup, sources.files, sources.sqs, sources.kafka or sources.inventory")
 	}
 	token, err := readSecret(cfg.HTTP.TokenFile, "")
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/encwatch/encwatch/cmd/config"
 	"github.com/encwatch/encwatch/ingest"
 	"github.com/encwatch/encwatch/ingest/filesrc"
+	"github.com/encwatch/encwatch/ingest/inventory"
 	"github.com/encwatch/encwatch/ingest/kafkasrc"
 	"github.com/encwatch/encwatch/ingest/lookup"
 	"github.com/encwatch/encwatch/ingest/s3sqs"
@@ -50,6 +51,7 @@ func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerol
 		{"files", cfg.Sources.Files != nil, filesSource},
 		{"sqs", cfg.Sources.SQS != nil, sqsSource},
 		{"kafka", cfg.Sources.Kafka != nil, kafkaSource},
+		{"inventory", cfg.Sources.Inventory != nil, inventorySource},
 	}
 	var out []source
 	for _, b := range builders {
@@ -123,4 +125,36 @@ func kafkaSource(ctx context.Context, e sourceEnv) (ingest.Source, error) {
 	return kafkasrc.New(kafkasrc.Options{Brokers: k.Brokers, Topic: k.Topic, Group: k.Group, TLS: tlsCfg, SASL: mech,
 		Limits: e.cfg.IngestLimits(), DataEvents: e.dataEvents, Logger: e.logger("kafka-source"),
 		Metrics: kafkasrc.NewMetrics(e.reg), OnError: e.onError("kafka")})
+}
+
+func inventorySource(ctx context.Context, e sourceEnv) (ingest.Source, error) {
+	inv := e.cfg.Sources.Inventory
+	accounts, err := InventoryAccounts(ctx, inv.Accounts)
+	if err != nil {
+		return nil, fmt.Errorf("sources.inventory: %w", err)
+	}
+	sc := inventory.New(inventory.Options{Accounts: accounts, Regions: inv.Regions, Rate: inv.Rate,
+		Metrics: inventory.NewMetrics(e.reg), Logger: e.logger("inventory")})
+	return &inventory.Source{Scanner: sc, Interval: inv.Interval.D(), Checkpoints: e.cps, Logger: e.logger("inventory")}, nil
+}
+
+// InventoryAccounts builds the accounts to scan: each role of accounts,
+// or the own credentials' account when there is none.
+func InventoryAccounts(ctx context.Context, accounts []config.Account) ([]*inventory.Account, error) {
+	if len(accounts) == 0 {
+		a, err := inventory.NewAccount(ctx, "", "")
+		if err != nil {
+			return nil, err
+		}
+		return []*inventory.Account{a}, nil
+	}
+	var out []*inventory.Account
+	for _, acc := range accounts {
+		a, err := inventory.NewAccount(ctx, acc.RoleARN, acc.ExternalID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
