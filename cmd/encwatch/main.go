@@ -36,6 +36,7 @@ Usage:
   encwatch quarantine list|retry|drop [--config FILE] [--id N]
   encwatch state check [--config FILE]
   encwatch replay [--config FILE] [--format text|json] [--fail-on SEVERITY] PATH...
+  encwatch scan [--config FILE] [--format text|json] [--fail-on SEVERITY] [--regions R,...]
   encwatch rules [--config FILE]
   encwatch rules test [--config FILE] CASE.yaml...
   encwatch config check FILE
@@ -69,6 +70,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return stateCmd(rest, stdout, stderr)
 	case "replay":
 		return replayCmd(ctx, rest, stdin, stdout, stderr)
+	case "scan":
+		return scanCmd(ctx, rest, stdout, stderr)
 	case "rules":
 		return rulesCmd(rest, stdout, stderr)
 	case "config":
