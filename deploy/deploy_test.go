@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -154,6 +155,14 @@ func TestPrometheusScrapesDaemon(t *testing.T) {
 	t.Setenv("AWS_ENDPOINT_URL_SQS", qs.URL)
 	t.Setenv("AWS_ENDPOINT_URL_S3", ss.URL)
 	store.Put("trail", "AWSLogs/1/CloudTrail/us-east-1/a.json", b)
+	// A small estate for the inventory: one bucket it reads, one it may not.
+	keys := awsemu.NewKMS()
+	ks := httptest.NewServer(keys)
+	defer ks.Close()
+	t.Setenv("AWS_ENDPOINT_URL_KMS", ks.URL)
+	keys.AddKey(awsemu.Key{ID: "k1", Account: "111122223333", Region: "us-east-1", State: "Disabled"})
+	store.AddBucket(awsemu.Bucket{Name: "estate-1", Account: "111122223333", Region: "us-east-1", Rules: []awsemu.Rule{{Algorithm: "aws:kms", KMSKeyID: "k1"}}})
+	store.AddBucket(awsemu.Bucket{Name: "estate-2", Account: "111122223333", Region: "us-east-1", Deny: true})
 	q.Send(`{"s3Bucket":"trail","s3ObjectKey":["AWSLogs/1/CloudTrail/us-east-1/a.json"]}`)
 	records, _ := filepath.Abs("../fixtures/records")
 	cfg, err := config.Parse("test", []byte(fmt.Sprintf(`state: {dir: %q}
@@ -162,6 +171,7 @@ sources:
   lookup: {regions: [us-east-1], interval: 1s}
   files: {paths: [%q], watch: true, interval: 1s}
   sqs: {queueURL: %q, workers: 1, waitTime: 1s}
+  inventory: {regions: [us-east-1], interval: 10s, rate: 50}
 sinks:
   stdout: {}
   webhooks: [{name: hook, url: %q, secretEnv: HOOK_SECRET}]
@@ -395,6 +405,14 @@ func strs(v any) []string {
 	return nil
 }
 
+// inventoryActions are the permissions DESIGN section 1 lists for the
+// inventory.
+var inventoryActions = []string{"s3:ListAllMyBuckets", "s3:GetEncryptionConfiguration", "s3express:ListAllMyDirectoryBuckets",
+	"s3express:GetEncryptionConfiguration", "kms:DescribeKey"}
+
+// unscoped are the actions AWS grants on "*" only.
+var unscoped = []string{"cloudtrail:LookupEvents", "s3:ListAllMyBuckets", "s3express:ListAllMyDirectoryBuckets"}
+
 func TestIAMPolicies(t *testing.T) {
 	var task policyDoc
 	readJSON(t, "iam/task-role-policy.json", &task)
@@ -407,14 +425,15 @@ func TestIAMPolicies(t *testing.T) {
 			actions[a] = strs(s.Resource)
 		}
 	}
-	for _, a := range []string{"cloudtrail:LookupEvents", "sts:AssumeRole", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "s3:GetObject", "kms:Decrypt"} {
+	for _, a := range append([]string{"cloudtrail:LookupEvents", "sts:AssumeRole", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "s3:GetObject", "kms:Decrypt"}, inventoryActions...) {
 		res, ok := actions[a]
 		if !ok {
 			t.Errorf("the task role lacks %s", a)
 			continue
 		}
-		// LookupEvents has no resource-level permissions; the rest must be scoped.
-		if a != "cloudtrail:LookupEvents" && (len(res) == 0 || res[0] == "*") {
+		// LookupEvents and the two List calls have no resource-level
+		// permissions; the rest must be scoped.
+		if !slices.Contains(unscoped, a) && (len(res) == 0 || res[0] == "*") {
 			t.Errorf("%s is not scoped to resources: %v", a, res)
 		}
 	}
@@ -433,8 +452,11 @@ func TestIAMPolicies(t *testing.T) {
 			granted = append(granted, strs(s.Action)...)
 		}
 	}
-	if strings.Join(granted, ",") != "cloudtrail:LookupEvents" {
-		t.Errorf("the reader role grants %v; it needs cloudtrail:LookupEvents only", granted)
+	slices.Sort(granted)
+	want := append([]string{"cloudtrail:LookupEvents"}, inventoryActions...)
+	slices.Sort(want)
+	if !slices.Equal(granted, want) {
+		t.Errorf("the reader role grants %v; it needs exactly %v", granted, want)
 	}
 }
 

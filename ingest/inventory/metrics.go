@@ -8,6 +8,7 @@ type Metrics struct {
 	calls, throttles *prometheus.CounterVec
 	errors, read     *prometheus.CounterVec
 	duration, last   *prometheus.GaugeVec
+	interval         *prometheus.GaugeVec
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: not
@@ -26,10 +27,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		duration: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "encwatch_inventory_scan_duration_seconds",
 			Help: "How long the last complete scan of an account and Region took."}, []string{"account", "region"}),
 		last: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "encwatch_inventory_last_success_timestamp_seconds",
-			Help: "When the last complete scan of an account and Region began (its results are as of then)."}, []string{"account", "region"}),
+			Help: "When the last complete scan of an account and Region began (its results are as of then); before the first completes, when the daemon started."}, []string{"account", "region"}),
+		interval: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "encwatch_inventory_interval_seconds",
+			Help: "The configured time between two scans of an account and Region (for staleness alerts)."}, []string{"account", "region"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.calls, m.throttles, m.errors, m.read, m.duration, m.last)
+		reg.MustRegister(m.calls, m.throttles, m.errors, m.read, m.duration, m.last, m.interval)
 	}
 	return m
 }

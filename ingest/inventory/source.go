@@ -100,12 +100,21 @@ func (s *Source) loop(ctx context.Context, a *Account, region string, h ingest.H
 	key := CheckpointKey(a.ID, region)
 	log := s.Logger.With().Str("account", a.ID).Str("region", region).Logger()
 	retry := backoff.Backoff{Min: 30 * time.Second, Max: 10 * time.Minute}
-	for {
+	m := s.Scanner.o.Metrics
+	m.interval.WithLabelValues(a.ID, region).Set(s.Interval.Seconds())
+	for first := true; ; first = false {
 		var cp checkpoint
 		if raw, err := s.Checkpoints.Checkpoint(key); err != nil {
 			return err
 		} else if raw != nil {
 			_ = json.Unmarshal(raw, &cp)
+		}
+		if first {
+			since := cp.LastComplete
+			if since.IsZero() {
+				since = s.Now() // staleness counts from the start until a scan completes
+			}
+			m.last.WithLabelValues(a.ID, region).Set(float64(since.Unix()))
 		}
 		if wait := cp.LastComplete.Add(s.Interval).Sub(s.Now()); wait > 0 && !cp.LastComplete.IsZero() {
 			if !backoff.Sleep(ctx, wait) {
