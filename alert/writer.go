@@ -92,7 +92,11 @@ func text(a Alert) string {
 	if actor == "" {
 		actor = a.Event.Actor.Type
 	}
-	fmt.Fprintf(&b, " | event %s %s at %s by %s", a.Event.Name, a.Event.ID, a.Event.Time, orDash(actor))
+	if a.Basis == BasisInventory {
+		fmt.Fprintf(&b, " | read by the inventory at %s", a.Event.Time)
+	} else {
+		fmt.Fprintf(&b, " | event %s %s at %s by %s", a.Event.Name, a.Event.ID, a.Event.Time, orDash(actor))
+	}
 	if a.Bucket.Account != "" || a.Bucket.Region != "" {
 		fmt.Fprintf(&b, " | %s %s", orDash(a.Bucket.Account), orDash(a.Bucket.Region))
 	}

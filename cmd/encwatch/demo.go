@@ -55,12 +55,14 @@ log: {level: %s}
 sources:
   lookup: {regions: [%s], interval: 2s, overlap: 20m, startFrom: 1h}
   files: {paths: [%q], watch: true, interval: 1s}
+  inventory: {regions: [%s], interval: 10m, rate: 20, accounts: [{roleArn: "arn:aws:iam::%s:role/encwatch-reader"}]}
 policy: {dataEvents: {window: 1m}}
 sinks:
   kafka: {brokers: [%q], topic: encwatch-alerts}
   webhooks:
     - {name: demo-receiver, url: %q, secretEnv: ENCWATCH_DEMO_HMAC}
-`, d.state, *listen, *logLevel, strings.Join(demoRegions, ", "), d.dataDir, d.kafka.ListenAddrs()[0], d.hook.URL+"/hook")), nil)
+`, d.state, *listen, *logLevel, strings.Join(demoRegions, ", "), d.dataDir, strings.Join(demoRegions, ", "), estateAccount,
+		d.kafka.ListenAddrs()[0], d.hook.URL+"/hook")), nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "encwatch demo: %v\n", err)
 		return 1
@@ -75,12 +77,13 @@ sinks:
   Kafka broker (kfake)              %s  topic encwatch-alerts
   signed webhook receiver           %s
   data events (S3 trail files)      %s
+  S3 and KMS emulators (inventory)  account %s: %d buckets, scanned at start and every 10m
   metrics and state                 http://%s/metrics  http://%s/buckets
 The story of the README's "Detecting SSE-C and KMS ransomware" is played first.
 Point Prometheus at it:   scrape_configs: [{job_name: encwatch, static_configs: [{targets: ["%s"]}]}]
 and import deploy/grafana/encwatch.json into Grafana. Alerts follow, one per line; Ctrl-C stops.
 
-`, d.emuURL, strings.Join(demoRegions, ", "), *every, d.kafka.ListenAddrs()[0], d.hook.URL, d.dataDir, addr, addr, addr)
+`, d.emuURL, strings.Join(demoRegions, ", "), *every, d.kafka.ListenAddrs()[0], d.hook.URL, d.dataDir, estateAccount, len(demoEstate), addr, addr, addr)
 		}})
 	fmt.Fprintf(stderr, "\nencwatch demo: %d alerts printed, %d signed webhook deliveries verified\n", printer.n.Load(), d.verified.Load())
 	if err != nil {
@@ -124,9 +127,11 @@ type demo struct {
 }
 
 func newDemo(ctx context.Context, every time.Duration, stateDir string) (*demo, error) {
-	d := &demo{emu: awsemu.NewCloudTrail(), env: map[string]*string{}}
+	world := awsemu.NewWorld()
+	d := &demo{emu: world.CloudTrail, env: map[string]*string{}}
 	d.emu.DefaultAccount = demoAccount
-	d.emuSrv = httptest.NewServer(d.emu)
+	plantEstate(world)
+	d.emuSrv = httptest.NewServer(world)
 	d.emuURL = d.emuSrv.URL
 	var err error
 	if d.kafka, err = kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "encwatch-alerts")); err != nil {
@@ -148,6 +153,7 @@ func newDemo(ctx context.Context, every time.Duration, stateDir string) (*demo, 
 	}
 	// The daemon reaches the emulator through the SDK's standard variables.
 	for k, v := range map[string]string{"AWS_ENDPOINT_URL_CLOUDTRAIL": d.emuURL, "AWS_ENDPOINT_URL_STS": d.emuURL,
+		"AWS_ENDPOINT_URL_S3": d.emuURL, "AWS_ENDPOINT_URL_KMS": d.emuURL,
 		"AWS_ACCESS_KEY_ID": "AKIDDEMO", "AWS_SECRET_ACCESS_KEY": "demo", "AWS_SESSION_TOKEN": "", "AWS_PROFILE": "", "AWS_CA_BUNDLE": "",
 		"AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.DevNull, "AWS_SHARED_CREDENTIALS_FILE": os.DevNull,
 		"ENCWATCH_DEMO_HMAC": secret} {

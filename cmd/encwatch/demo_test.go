@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -43,6 +44,19 @@ func TestDemo(t *testing.T) {
 		}
 		return strings.Count(o, "\n") >= 20
 	}, "the demo did not print the story's alerts:\n%s", out.String())
+	// The inventory of the member account's estate: its non-compliant
+	// buckets are alerted at start.
+	estate := map[string]string{"estate-legacy-uploads": "sse-c-unblocked", "estate-reports": "kms-aws-managed-key",
+		"estate-partner-drop": "kms-key-foreign-account", "estate-fast--usw2-az1--x-s3": "kms-key-unusable"}
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		lines := strings.Split(out.String(), "\n")
+		for b, r := range estate {
+			if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, " "+r+" ") && strings.Contains(l, "bucket "+b+" ") }) {
+				return false
+			}
+		}
+		return true
+	}, "the demo did not alert the estate's non-compliant buckets:\n%s", out.String())
 	type page struct {
 		Buckets []struct{ Key, Name, Type string }
 		Next    string
