@@ -26,13 +26,30 @@ type Alert struct {
 	Event       Event       `json:"event"`
 	Encryption  *Encryption `json:"encryption,omitempty"`
 	Remediation string      `json:"remediation"`
-	// Basis is what the finding judged: "event", a CloudTrail record
-	// ("inventory", a configuration read by a scan, is to come).
+	// Basis is what the finding judged: "event", a CloudTrail record, or
+	// "inventory", a configuration read by a scan.
 	Basis string `json:"basis"`
+	// Action is what the remediate sink did or would do, on its
+	// remediation-applied and remediation-skipped alerts.
+	Action *Action `json:"action,omitempty"`
 	// Count is how many occurrences a grouped alert stands for.
 	Count int `json:"count,omitempty"`
 	// Origin says where the record was read (file and record, S3 key, ...).
 	Origin string `json:"origin,omitempty"`
+}
+
+// Action is one remediation: the finding it answers, what it read and
+// wrote (or would write, in a dry run), or why it did nothing.
+type Action struct {
+	Finding  string `json:"finding"` // the alert id it answers
+	Rule     string `json:"rule"`    // that alert's rule
+	DryRun   bool   `json:"dryRun"`
+	Read     []Rule `json:"read,omitempty"`     // the configuration GetBucketEncryption returned
+	Written  []Rule `json:"written,omitempty"`  // what PutBucketEncryption was (or would be) given
+	Restores string `json:"restores,omitempty"` // where the configuration written back was last seen (event or scan id)
+	Reason   string `json:"reason,omitempty"`   // why nothing was written
+	Error    string `json:"error,omitempty"`
+	Changed  *bool  `json:"changed,omitempty"` // false when the bucket already had what would be written
 }
 
 // Bucket is the bucket an alert concerns.

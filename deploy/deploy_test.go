@@ -175,6 +175,7 @@ sources:
 sinks:
   stdout: {}
   webhooks: [{name: hook, url: %q, secretEnv: HOOK_SECRET}]
+  remediate: {dryRun: true, buckets: ["estate-*"]}
 customRules: [{id: any-delete, severity: info, summary: delete, when: 'event.name == "DeleteBucketEncryption"'}]
 `, t.TempDir(), records, qs.URL+"/1/trail-logs", hook.URL)), nil)
 	if err != nil {
@@ -473,5 +474,35 @@ func TestDockerfile(t *testing.T) {
 	}
 	if strings.Count(d, "FROM ") < 2 {
 		t.Error("the Dockerfile is not multi-stage")
+	}
+}
+
+// TestRemediateRole: the remediation role may read and write default
+// encryption on bucket ARNs, nothing else, and only the task role may
+// assume it, under the session name the sink uses.
+func TestRemediateRole(t *testing.T) {
+	var role struct {
+		AssumeRolePolicyDocument policyDoc
+		Policies                 []struct{ PolicyDocument policyDoc }
+	}
+	readJSON(t, "iam/remediate-role.json", &role)
+	trust := role.AssumeRolePolicyDocument.Statement
+	if len(trust) != 1 || strs(trust[0].Action)[0] != "sts:AssumeRole" || trust[0].Condition["StringEquals"] == nil {
+		t.Errorf("trust policy %+v: want sts:AssumeRole by the task role, with the session name", trust)
+	}
+	var granted []string
+	for _, p := range role.Policies {
+		for _, s := range p.PolicyDocument.Statement {
+			granted = append(granted, strs(s.Action)...)
+			for _, r := range strs(s.Resource) {
+				if !strings.HasPrefix(r, "arn:aws:s3:::") {
+					t.Errorf("resource %q is not a bucket ARN (glob)", r)
+				}
+			}
+		}
+	}
+	slices.Sort(granted)
+	if !slices.Equal(granted, []string{"s3:GetEncryptionConfiguration", "s3:PutEncryptionConfiguration"}) {
+		t.Errorf("the remediation role grants %v", granted)
 	}
 }

@@ -33,6 +33,9 @@ type Definition struct {
 	Description  string
 	Remediation  string
 	Stateful     bool
+	// Inventory marks a rule only a scan of the current configuration
+	// raises (no CloudTrail record can).
+	Inventory bool
 }
 
 // Catalogue lists the built-in rules in the order their findings are
@@ -89,7 +92,7 @@ var Catalogue = []Definition{
 	{ID: KMSKeyUnusable, Severity: Critical, Stateful: true,
 		Description: "a ScheduleKeyDeletion, DisableKey or DeleteKey succeeded on a KMS key that is the default key of a bucket encwatch knows (from a Put or the inventory), or the inventory reads a bucket's key as disabled or pending deletion; one finding per bucket, naming the key and, for a deletion, its date",
 		Remediation: "If this was not meant: CancelKeyDeletion or EnableKey now (a deleted key cannot be brought back), then move the bucket to a key of its own account. If it was: give the bucket another default key first; objects under the old key cannot be read once it is deleted."},
-	{ID: EncryptionDrift, Severity: Medium, Stateful: true,
+	{ID: EncryptionDrift, Severity: Medium, Stateful: true, Inventory: true,
 		Description: "the inventory reads a bucket configuration that differs from the one encwatch last knew (from events or an earlier scan) with no encryption event in between: AWS's own SSE-C switch, a missed event, a change the trail did not log",
 		Remediation: "Find out who or what changed the configuration: check that the trail (or LookupEvents source) covers the bucket's account and Region, and AWS announcements for changes made without an event."},
 	{ID: ObjectEncryptionOverride, Severity: Low, Stateful: true,

@@ -368,6 +368,7 @@ func (x *evaluation) record(r ingest.EncryptionRule) error {
 	st.Compliant = x.e.policy.configAllowed(ev.Bucket, r, st.KeyARN)
 	st.Basis, st.Open = "event", openRules(x.findings)
 	st.LastChange, st.LastActor, st.LastEventID, st.LastEvent = ev.Time, ev.Actor.ARN, ev.ID, ev.Name
+	st.noteCompliant()
 	return x.st.PutBucket(x.key, st)
 }
 

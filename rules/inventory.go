@@ -97,6 +97,7 @@ func (x *evaluation) inventory() error {
 		st.Basis = "inventory"
 		st.LastChange, st.LastActor, st.LastEventID, st.LastEvent = x.ev.Time, "", x.ev.ID, "inventory scan"
 	}
+	st.noteCompliant()
 	return x.st.PutBucket(x.key, st)
 }
 

@@ -45,11 +45,42 @@ type BucketState struct {
 	Missing int `json:",omitempty"`
 	// Open are the rules whose findings stand for the current
 	// configuration (raised by the Put, Delete or scan that set it).
-	Open        []string `json:",omitempty"`
-	LastChange  time.Time
-	LastActor   string
-	LastEventID string
-	LastEvent   string
+	Open []string `json:",omitempty"`
+	// LastCompliant is the last configuration the bucket was known to have
+	// that met the policy (what remediation writes back); nil when none.
+	LastCompliant *KnownConfig `json:",omitempty"`
+	LastChange    time.Time
+	LastActor     string
+	LastEventID   string
+	LastEvent     string
+}
+
+// KnownConfig is a bucket configuration encwatch knew, and where from.
+type KnownConfig struct {
+	Algorithm        string
+	KMSKeyID         string `json:",omitempty"`
+	BucketKeyEnabled bool
+	// BlockedEncryptionTypes as last known (nil: never stated).
+	BlockedEncryptionTypes []string `json:",omitempty"`
+	Basis                  string   // event or inventory
+	EventID                string
+	At                     time.Time
+}
+
+// configRules are the rules about what a configuration is, as opposed to
+// who set it or how: a configuration none of them fires on, within the
+// policy's algorithms and keys, is compliant.
+var configRules = []string{EncryptionDeleted, AlgorithmNotAllowed, DirectoryAlgorithmUnsupported, DirectoryKMSKeyAlias, KMSAWSManagedKey,
+	KMSKeyNotAllowed, KMSKeyRegionMismatch, BucketKeyDisabled, EncryptionConfigUnreadable, SSECUnblocked, KMSKeyForeignAccount, KMSKeyUnusable}
+
+// noteCompliant keeps the current configuration as the last compliant one
+// when it meets the policy.
+func (s *BucketState) noteCompliant() {
+	if !s.Compliant || s.Algorithm == "" || slices.ContainsFunc(s.Open, func(r string) bool { return slices.Contains(configRules, r) }) {
+		return
+	}
+	s.LastCompliant = &KnownConfig{Algorithm: s.Algorithm, KMSKeyID: s.KMSKeyID, BucketKeyEnabled: s.BucketKeyEnabled,
+		BlockedEncryptionTypes: s.BlockedEncryptionTypes, Basis: s.Basis, EventID: s.LastEventID, At: s.LastChange}
 }
 
 // Compliance values of a bucket.

@@ -140,7 +140,31 @@ type Sinks struct {
 	Stdout   *Stdout    `yaml:"stdout"`
 	Kafka    *KafkaSink `yaml:"kafka"`
 	Webhooks []Webhook  `yaml:"webhooks"`
+	// Remediate puts buckets back on their last compliant configuration
+	// (opt-in; DESIGN 5b).
+	Remediate *Remediate `yaml:"remediate"`
 }
+
+// Remediate is the opt-in remediation sink.
+type Remediate struct {
+	// DryRun (default true) reads and says what it would write, and
+	// writes nothing.
+	DryRun  *bool    `yaml:"dryRun"`
+	Rules   []string `yaml:"rules"`
+	Buckets []string `yaml:"buckets"`
+	// Rate is the S3 calls per second per account, at most (default 1).
+	Rate float64 `yaml:"rate"`
+	// RoleName is the role the sink assumes in the bucket's account
+	// (arn:aws:iam::ACCOUNT:role/NAME); a role only it uses, so that its
+	// own changes are recognised in the trail and never answered.
+	RoleName string `yaml:"roleName"`
+	// OwnRoleARNs are more ARN globs whose changes are the sink's own (the
+	// task role, when it acts without roleName).
+	OwnRoleARNs []string `yaml:"ownRoleArns"`
+}
+
+// IsDryRun reports whether the sink only says what it would do.
+func (r *Remediate) IsDryRun() bool { return r.DryRun == nil || *r.DryRun }
 
 // Stdout writes alert v1 JSON lines on standard output.
 type Stdout struct{}

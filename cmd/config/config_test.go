@@ -18,6 +18,11 @@ sources:
   sqs:   {queueURL: "https://sqs.us-east-1.amazonaws.com/111122223333/trail-logs", workers: 4}
   kafka: {brokers: ["b1:9092"], topic: cloudtrail, group: encwatch}
   files: {paths: ["/data/cloudtrail"], watch: true}
+  inventory:
+    interval: 6h
+    regions: [us-east-1, us-west-2]
+    accounts: []
+    rate: 20
 sinks:
   stdout: {}
   kafka:
@@ -27,6 +32,11 @@ sinks:
     sasl: {mechanism: SCRAM-SHA-512, username: encwatch, passwordFile: /run/secrets/kafka}
   webhooks:
     - {name: secops, url: "https://hooks.example.com/encwatch", secretFile: /run/secrets/hmac, minSeverity: medium}
+  remediate:
+    dryRun: true
+    rules: [encryption-deleted, algorithm-not-allowed, kms-aws-managed-key, sse-c-unblocked, bucket-key-disabled]
+    buckets: ["*"]
+    rate: 1
 policy:
   directoryBuckets:      {allowedAlgorithms: [aws:kms]}
   generalPurposeBuckets: {allowedAlgorithms: [aws:kms, aws:kms:dsse]}
@@ -51,6 +61,12 @@ func TestDesignExampleLoads(t *testing.T) {
 	}
 	if c.Sinks.Stdout == nil || c.Sinks.Webhooks[0].MinSeverity != "medium" || c.Policy.ReadBurst.Window.D() != 10*time.Minute {
 		t.Errorf("config: %+v", c)
+	}
+	if inv := c.Sources.Inventory; inv.Interval.D() != 6*time.Hour || inv.Rate != 20 || len(inv.Accounts) != 1 {
+		t.Errorf("inventory %+v: want its accounts from sources.lookup", inv)
+	}
+	if r := c.Sinks.Remediate; !r.IsDryRun() || len(r.Rules) != 5 || r.Rate != 1 {
+		t.Errorf("remediate %+v", r)
 	}
 }
 
@@ -100,6 +116,14 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 			[]string{"f.yaml:4: customRules[0].when: rule r1: ERROR: expression 1:1: undeclared reference to 'evnt'"}},
 		{"custom rule id clashes", "customRules:\n  - {id: root-principal, severity: high, when: 'true'}\n",
 			[]string{"f.yaml:2: customRules[0].id: duplicate rule id"}},
+		{"inventory without regions", "sources:\n  inventory: {interval: 6h}\n",
+			[]string{"sources.inventory.regions: missing"}},
+		{"inventory too eager", "sources:\n  inventory: {regions: [us-east-1], interval: 1s, rate: 5000}\n",
+			[]string{"sources.inventory.interval: must be at least 10s", "sources.inventory.rate: must be between"}},
+		{"remediation that could loop", "sinks:\n  remediate: {dryRun: false}\n",
+			[]string{"sinks.remediate.roleName: set it"}},
+		{"remediation of a rule it cannot answer", "sinks:\n  remediate: {rules: [root-principal]}\n",
+			[]string{"sinks.remediate.rules[0]: \"root-principal\" is not a finding remediation answers"}},
 		{"unknown rule disabled", "policy:\n  disabled: [root-principal, no-such]\n", []string{"f.yaml:2: policy.disabled[1]: unknown rule id"}},
 	}
 	for _, tt := range tests {

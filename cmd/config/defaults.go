@@ -3,6 +3,7 @@ package config
 import (
 	"time"
 
+	"github.com/encwatch/encwatch/alert/remediate"
 	"github.com/encwatch/encwatch/ingest"
 	"github.com/encwatch/encwatch/ingest/filesrc"
 	"github.com/encwatch/encwatch/ingest/inventory"
@@ -62,6 +63,17 @@ func applySectionDefaults(c *Config) {
 	}
 	if k := c.Sources.Kafka; k != nil && k.Group == "" {
 		k.Group = "encwatch"
+	}
+	if r := c.Sinks.Remediate; r != nil {
+		if len(r.Rules) == 0 {
+			r.Rules = append([]string(nil), remediate.DefaultRules...)
+		}
+		if len(r.Buckets) == 0 {
+			r.Buckets = []string{"*"}
+		}
+		if r.Rate == 0 {
+			r.Rate = 1
+		}
 	}
 	for i := range c.Sinks.Webhooks {
 		w := &c.Sinks.Webhooks[i]

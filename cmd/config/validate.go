@@ -133,6 +133,9 @@ func validateSinks(c *Config, add addFunc) {
 	if k := c.Sinks.Kafka; k != nil {
 		kafkaCommon(add, "sinks.kafka", k.Brokers, k.Topic, k.SASL)
 	}
+	if r := c.Sinks.Remediate; r != nil {
+		validateRemediate(r, add)
+	}
 	names := map[string]bool{}
 	for i, w := range c.Sinks.Webhooks {
 		p := fmt.Sprintf("sinks.webhooks[%d]", i)
@@ -208,3 +211,26 @@ func kafkaCommon(add addFunc, p string, brokers []string, topic string, s SASL) 
 		}
 	}
 }
+
+// remediable are the findings the remediate sink knows how to answer.
+var remediable = []string{rules.EncryptionDeleted, rules.AlgorithmNotAllowed, rules.KMSAWSManagedKey, rules.SSECUnblocked,
+	rules.BucketKeyDisabled, rules.KMSKeyNotAllowed, rules.KMSKeyForeignAccount}
+
+func validateRemediate(r *Remediate, add addFunc) {
+	for i, id := range r.Rules {
+		if !slices.Contains(remediable, id) {
+			add(fmt.Sprintf("sinks.remediate.rules[%d]", i), "%q is not a finding remediation answers (it answers %s)", id, strings.Join(remediable, ", "))
+		}
+	}
+	if r.Rate < 0.1 || r.Rate > 50 {
+		add("sinks.remediate.rate", "must be between 0.1 and 50 calls per second, got %v", r.Rate)
+	}
+	if r.RoleName != "" && !roleNameRe.MatchString(r.RoleName) {
+		add("sinks.remediate.roleName", "%q is not an IAM role name", r.RoleName)
+	}
+	if !r.IsDryRun() && r.RoleName == "" && len(r.OwnRoleARNs) == 0 {
+		add("sinks.remediate.roleName", "set it (a role only the sink uses) or ownRoleArns before dryRun: false, so the sink knows its own changes in the trail and cannot answer them")
+	}
+}
+
+var roleNameRe = regexp.MustCompile(`^[\w+=,.@-]{1,64}$`)

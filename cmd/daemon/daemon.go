@@ -132,6 +132,16 @@ func (a *app) build(ctx context.Context) error {
 	if a.queues, err = sinks(ctx, cfg, o); err != nil {
 		return err
 	}
+	if r := cfg.Sinks.Remediate; r != nil {
+		q, err := a.remediateQueue(ctx, r, db)
+		if err != nil {
+			return err
+		}
+		a.queues = append(a.queues, q)
+	}
+	if len(a.queues) == 0 {
+		return errors.New("no sink configured: set sinks.stdout, sinks.kafka, sinks.webhooks or sinks.remediate")
+	}
 	a.onStop(a.closeSinks)
 	a.outbox, err = outbox.New(outbox.Options{DB: db, Queues: a.queues, Logger: a.log.With().Str("component", "outbox").Logger(), Metrics: outbox.NewMetrics(a.reg)})
 	if err != nil {

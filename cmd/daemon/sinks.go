@@ -58,11 +58,7 @@ func sinks(ctx context.Context, cfg config.Config, o Options) ([]outbox.Queue, e
 		}
 		qs = append(qs, q)
 	}
-	qs = append(qs, o.Sinks...)
-	if len(qs) == 0 {
-		return nil, errors.New("no sink configured: set sinks.stdout, sinks.kafka or sinks.webhooks")
-	}
-	return qs, nil
+	return append(qs, o.Sinks...), nil
 }
 
 func webhookQueue(w config.Webhook) (outbox.Queue, error) {

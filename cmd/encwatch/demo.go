@@ -61,6 +61,7 @@ sinks:
   kafka: {brokers: [%q], topic: encwatch-alerts}
   webhooks:
     - {name: demo-receiver, url: %q, secretEnv: ENCWATCH_DEMO_HMAC}
+  remediate: {dryRun: true, buckets: ["estate-*"], roleName: encwatch-remediate}
 `, d.state, *listen, *logLevel, strings.Join(demoRegions, ", "), d.dataDir, strings.Join(demoRegions, ", "), estateAccount,
 		d.kafka.ListenAddrs()[0], d.hook.URL+"/hook")), nil)
 	if err != nil {
@@ -77,7 +78,8 @@ sinks:
   Kafka broker (kfake)              %s  topic encwatch-alerts
   signed webhook receiver           %s
   data events (S3 trail files)      %s
-  S3 and KMS emulators (inventory)  account %s: %d buckets, scanned at start and every 10m
+  S3 and KMS emulators (inventory)  account %s: %d buckets, scanned at start and every 10m;
+                                    remediation in dry run on estate-* (says what it would write)
   metrics and state                 http://%s/metrics  http://%s/buckets
 The story of the README's "Detecting SSE-C and KMS ransomware" is played first.
 Point Prometheus at it:   scrape_configs: [{job_name: encwatch, static_configs: [{targets: ["%s"]}]}]

@@ -57,6 +57,13 @@ func TestDemo(t *testing.T) {
 		}
 		return true
 	}, "the demo did not alert the estate's non-compliant buckets:\n%s", out.String())
+	// Remediation in dry run answers the SSE-C finding with what it would
+	// write, and writes nothing.
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		return slices.ContainsFunc(strings.Split(out.String(), "\n"), func(l string) bool {
+			return strings.Contains(l, " remediation-applied ") && strings.Contains(l, "dry run: would write") && strings.Contains(l, "estate-legacy-uploads")
+		})
+	}, "no dry-run remediation of estate-legacy-uploads:\n%s", out.String())
 	type page struct {
 		Buckets []struct{ Key, Name, Type string }
 		Next    string
