@@ -165,3 +165,18 @@ func TestEnvOverrides(t *testing.T) {
 		t.Errorf("unknown env: %v", err)
 	}
 }
+
+func TestConfigFromEnvironment(t *testing.T) {
+	env := []string{YAMLEnv + "=sources:\n  lookup: {regions: [eu-west-1]}\n", "ENCWATCH_LOG_LEVEL=debug"}
+	c, err := Load("", env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Sources.Lookup == nil || c.Sources.Lookup.Regions[0] != "eu-west-1" || c.Log.Level != "debug" {
+		t.Errorf("config from %s: %+v", YAMLEnv, c)
+	}
+	_, err = Load("", []string{YAMLEnv + "=log: {level: loud}\n"})
+	if err == nil || !strings.Contains(err.Error(), YAMLEnv+":1: log.level") {
+		t.Errorf("a bad value names the variable and line: %v", err)
+	}
+}

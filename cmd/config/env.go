@@ -110,7 +110,7 @@ func applyEnv(root *yaml.Node, env []string) (map[int]string, error) {
 // the ones encwatch reads for itself.
 func isIgnoredEnv(name string) bool {
 	switch name {
-	case "ENCWATCH_CONFIG":
+	case "ENCWATCH_CONFIG", YAMLEnv:
 		return true
 	}
 	return false

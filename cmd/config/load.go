@@ -10,11 +10,25 @@ import (
 // EnvPrefix starts every environment variable that overrides a key.
 const EnvPrefix = "ENCWATCH_"
 
+// YAMLEnv is the environment variable that may hold the whole
+// configuration file's text, for platforms that hand a service its
+// configuration as a value (ECS from SSM Parameter Store or a
+// CloudFormation stack); a file path, when given, comes first.
+const YAMLEnv = "ENCWATCH_CONFIG_YAML"
+
 // Load reads a configuration file, applies ENCWATCH_* overrides from env
 // (nil means none) and defaults, and validates it. An empty path means no
-// file: defaults and the environment only. Problems come back as *Error.
+// file: the text of ENCWATCH_CONFIG_YAML when env sets it, else defaults and
+// the environment only. Problems come back as *Error.
 func Load(path string, env []string) (Config, error) {
 	var data []byte
+	if path == "" {
+		for _, kv := range env {
+			if v, ok := strings.CutPrefix(kv, YAMLEnv+"="); ok && v != "" {
+				return Parse(YAMLEnv, []byte(v), env)
+			}
+		}
+	}
 	if path != "" {
 		var err error
 		if data, err = os.ReadFile(path); err != nil {

@@ -95,3 +95,14 @@ func masked(c config.Config) config.Config {
 	}
 	return c
 }
+
+// defaultConfigPath is the configuration file when --config is not given:
+// none when ENCWATCH_CONFIG_YAML holds the configuration itself (a
+// platform's value comes before the file an image carries), else
+// $ENCWATCH_CONFIG.
+func defaultConfigPath() string {
+	if os.Getenv(config.YAMLEnv) != "" {
+		return ""
+	}
+	return os.Getenv("ENCWATCH_CONFIG")
+}

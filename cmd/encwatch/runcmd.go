@@ -21,7 +21,7 @@ import (
 func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", os.Getenv("ENCWATCH_CONFIG"), "configuration `FILE` (default $ENCWATCH_CONFIG)")
+	cfgPath := fs.String("config", defaultConfigPath(), "configuration `FILE` (default $ENCWATCH_CONFIG)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -69,7 +69,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func healthcheckCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", os.Getenv("ENCWATCH_CONFIG"), "configuration `FILE` whose http.listen to probe")
+	cfgPath := fs.String("config", defaultConfigPath(), "configuration `FILE` whose http.listen to probe")
 	addr := fs.String("addr", "", "address to probe (default: http.listen of the configuration)")
 	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait")
 	if err := fs.Parse(args); err != nil {
@@ -117,7 +117,7 @@ func deadletterCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet("deadletter "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", os.Getenv("ENCWATCH_CONFIG"), "configuration `FILE` whose state.dir to use")
+	cfgPath := fs.String("config", defaultConfigPath(), "configuration `FILE` whose state.dir to use")
 	sink := fs.String("sink", "", "only this sink")
 	seq := fs.Uint64("seq", 0, "only this dead letter (retry)")
 	if err := fs.Parse(args[1:]); err != nil {

@@ -55,7 +55,7 @@ func outboxCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet("outbox "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", os.Getenv("ENCWATCH_CONFIG"), "configuration `FILE` whose state.dir and sinks to use")
+	cfgPath := fs.String("config", defaultConfigPath(), "configuration `FILE` whose state.dir and sinks to use")
 	from := fs.String("from", "", "queue to move alerts from (move)")
 	to := fs.String("to", "", "queue to move them to, usually a configured sink (move)")
 	queue := fs.String("queue", "", "queue to drop (drop)")
@@ -132,7 +132,7 @@ func quarantineCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet("quarantine "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", os.Getenv("ENCWATCH_CONFIG"), "configuration `FILE` whose state.dir to use")
+	cfgPath := fs.String("config", defaultConfigPath(), "configuration `FILE` whose state.dir to use")
 	id := fs.Uint64("id", 0, "the entry (retry, drop)")
 	all := fs.Bool("all", false, "every entry (retry, drop)")
 	events := fs.Bool("events", false, "print each entry's events as JSON lines (list)")
@@ -197,7 +197,7 @@ func stateCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet("state check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", os.Getenv("ENCWATCH_CONFIG"), "configuration `FILE` whose state.dir to check")
+	cfgPath := fs.String("config", defaultConfigPath(), "configuration `FILE` whose state.dir to check")
 	if err := fs.Parse(args[1:]); err != nil {
 		return exitUsage
 	}
