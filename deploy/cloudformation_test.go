@@ -342,7 +342,7 @@ func TestStackTaskDefinition(t *testing.T) {
 			MountPoints            []struct{ ContainerPath string }
 			LogConfiguration       struct{ LogDriver string }
 			HealthCheck            struct {
-				Command                                   []string
+				Command                                 []string
 				Interval, Timeout, Retries, StartPeriod int
 			}
 			PortMappings []struct{ ContainerPort int }
