@@ -14,9 +14,17 @@ import (
 // Writer writes alerts to a stream, one per line, as JSON (the alert v1
 // format) or as readable text. It is safe for concurrent use.
 type Writer struct {
-	mu   sync.Mutex
-	w    *bufio.Writer
-	text bool
+	mu      sync.Mutex
+	w       *bufio.Writer
+	text    bool
+	ocsf    bool
+	version string
+}
+
+// NewOCSFWriter writes one OCSF Detection Finding per line; version is
+// encwatch's, for metadata.product.version.
+func NewOCSFWriter(w io.Writer, version string) *Writer {
+	return &Writer{w: bufio.NewWriter(w), ocsf: true, version: version}
 }
 
 // NewJSONWriter writes alert v1 JSON lines.
@@ -33,7 +41,13 @@ func (w *Writer) Write(a Alert) error {
 		_, err := w.w.WriteString(Text(a) + "\n")
 		return err
 	}
-	b, err := json.Marshal(a)
+	var b []byte
+	var err error
+	if w.ocsf {
+		b, err = json.Marshal(OCSF(a, w.version))
+	} else {
+		b, err = json.Marshal(a)
+	}
 	if err != nil {
 		return err
 	}

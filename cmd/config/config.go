@@ -166,13 +166,17 @@ type Remediate struct {
 // IsDryRun reports whether the sink only says what it would do.
 func (r *Remediate) IsDryRun() bool { return r.DryRun == nil || *r.DryRun }
 
-// Stdout writes alert v1 JSON lines on standard output.
-type Stdout struct{}
+// Stdout writes alert v1 JSON lines (or OCSF Detection Findings) on
+// standard output.
+type Stdout struct {
+	Format string `yaml:"format"` // v1 (default) or ocsf
+}
 
 // KafkaSink writes alerts to a Kafka topic.
 type KafkaSink struct {
 	Brokers []string `yaml:"brokers"`
 	Topic   string   `yaml:"topic"`
+	Format  string   `yaml:"format"` // v1 (default) or ocsf
 	TLS     TLS      `yaml:"tls"`
 	SASL    SASL     `yaml:"sasl"`
 }

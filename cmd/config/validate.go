@@ -132,6 +132,12 @@ func validateSources(c *Config, add addFunc) {
 func validateSinks(c *Config, add addFunc) {
 	if k := c.Sinks.Kafka; k != nil {
 		kafkaCommon(add, "sinks.kafka", k.Brokers, k.Topic, k.SASL)
+		if !slices.Contains([]string{"", "v1", "ocsf"}, k.Format) {
+			add("sinks.kafka.format", "unknown format %q (want v1 or ocsf)", k.Format)
+		}
+	}
+	if o := c.Sinks.Stdout; o != nil && !slices.Contains([]string{"", "v1", "ocsf"}, o.Format) {
+		add("sinks.stdout.format", "unknown format %q (want v1 or ocsf)", o.Format)
 	}
 	if r := c.Sinks.Remediate; r != nil {
 		validateRemediate(r, add)
@@ -151,8 +157,8 @@ func validateSinks(c *Config, add addFunc) {
 		if _, err := rules.ParseSeverity(w.MinSeverity); err != nil {
 			add(p+".minSeverity", "%v", err)
 		}
-		if !slices.Contains([]string{"", "json", "slack"}, w.Format) {
-			add(p+".format", "unknown format %q (want json or slack)", w.Format)
+		if !slices.Contains([]string{"", "json", "v1", "ocsf", "slack"}, w.Format) {
+			add(p+".format", "unknown format %q (want v1, ocsf or slack)", w.Format)
 		}
 		if w.SecretFile == "" && w.SecretEnv == "" && w.Format != "slack" {
 			add(p+".secretFile", "missing: webhooks are signed; give secretFile or secretEnv (format: slack may go unsigned)")

@@ -34,7 +34,7 @@ func sinks(ctx context.Context, cfg config.Config, o Options) ([]outbox.Queue, e
 		if w == nil {
 			w = os.Stdout
 		}
-		qs = append(qs, outbox.Queue{Sink: alert.NewStdout(w)})
+		qs = append(qs, outbox.Queue{Sink: formatted(alert.NewStdout(w), cfg.Sinks.Stdout.Format, o.Version)})
 	}
 	if k := cfg.Sinks.Kafka; k != nil {
 		tlsCfg, err := tlsConfig(k.TLS)
@@ -49,10 +49,10 @@ func sinks(ctx context.Context, cfg config.Config, o Options) ([]outbox.Queue, e
 		if err != nil {
 			return nil, fmt.Errorf("sinks.kafka: %w", err)
 		}
-		qs = append(qs, outbox.Queue{Sink: s})
+		qs = append(qs, outbox.Queue{Sink: formatted(s, k.Format, o.Version)})
 	}
 	for i, w := range cfg.Sinks.Webhooks {
-		q, err := webhookQueue(w)
+		q, err := webhookQueue(w, o.Version)
 		if err != nil {
 			return nil, fmt.Errorf("sinks.webhooks[%d] (%s): %w", i, w.Name, err)
 		}
@@ -61,7 +61,15 @@ func sinks(ctx context.Context, cfg config.Config, o Options) ([]outbox.Queue, e
 	return append(qs, o.Sinks...), nil
 }
 
-func webhookQueue(w config.Webhook) (outbox.Queue, error) {
+// formatted has a sink send OCSF Detection Findings when format says so.
+func formatted(s alert.Sink, format, version string) alert.Sink {
+	if format == alert.FormatOCSF {
+		return alert.Formatted{Sink: s, Format: format, Version: version}
+	}
+	return s
+}
+
+func webhookQueue(w config.Webhook, version string) (outbox.Queue, error) {
 	url := w.URL
 	if w.URLFile != "" {
 		b, err := os.ReadFile(w.URLFile)
@@ -77,7 +85,11 @@ func webhookQueue(w config.Webhook) (outbox.Queue, error) {
 	if secret == "" && w.Format != "slack" {
 		return outbox.Queue{}, errors.New("no HMAC secret: set secretFile or secretEnv (only format: slack may go unsigned)")
 	}
-	s, err := webhook.New(webhook.Options{Name: w.Name, URL: url, Secret: []byte(secret), Timeout: w.Timeout.D(), Format: w.Format})
+	wf := w.Format
+	if wf == "v1" || wf == alert.FormatOCSF {
+		wf = "json" // the body as the formatted stage hands it over
+	}
+	s, err := webhook.New(webhook.Options{Name: w.Name, URL: url, Secret: []byte(secret), Timeout: w.Timeout.D(), Format: wf})
 	if err != nil {
 		return outbox.Queue{}, err
 	}
@@ -86,7 +98,7 @@ func webhookQueue(w config.Webhook) (outbox.Queue, error) {
 		return outbox.Queue{}, err
 	}
 	only := w.Rules
-	return outbox.Queue{Sink: s, Accept: func(a alert.Alert) bool {
+	return outbox.Queue{Sink: formatted(s, w.Format, version), Accept: func(a alert.Alert) bool {
 		sev, _ := rules.ParseSeverity(a.Severity)
 		return sev >= minSev && (len(only) == 0 || slices.Contains(only, a.Rule))
 	}}, nil

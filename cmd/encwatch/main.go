@@ -35,8 +35,8 @@ Usage:
   encwatch outbox list|move|drop [--config FILE] [--from Q --to Q | --queue Q]
   encwatch quarantine list|retry|drop [--config FILE] [--id N]
   encwatch state check [--config FILE]
-  encwatch replay [--config FILE] [--format text|json] [--fail-on SEVERITY] PATH...
-  encwatch scan [--config FILE] [--format text|json] [--fail-on SEVERITY] [--regions R,...]
+  encwatch replay [--config FILE] [--format text|json|ocsf] [--fail-on SEVERITY] PATH...
+  encwatch scan [--config FILE] [--format text|json|ocsf] [--fail-on SEVERITY] [--regions R,...]
   encwatch rules [--config FILE]
   encwatch rules test [--config FILE] CASE.yaml...
   encwatch config check FILE

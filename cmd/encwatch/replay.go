@@ -41,7 +41,7 @@ func replayCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.config, "config", "", "configuration `FILE` whose policy and custom rules apply (default: the built-in policy)")
-	fs.StringVar(&o.format, "format", "text", "output format: text (one line per finding) or json (one alert v1 object per line)")
+	fs.StringVar(&o.format, "format", "text", "output format: text (one line per finding), json (one alert v1 object per line) or ocsf (one OCSF Detection Finding per line)")
 	fs.StringVar(&o.failOn, "fail-on", "none", "exit 1 when a finding reaches this `SEVERITY` (info, low, medium, high, critical; none never)")
 	fs.IntVar(&o.workers, "workers", 0, "files decoded at once (default: the number of CPUs)")
 	fs.BoolVar(&o.quiet, "quiet", false, "print no summary and no bad-input lines on stderr")
@@ -56,8 +56,8 @@ func replayCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		fs.Usage()
 		return exitUsage
 	}
-	if o.format != "text" && o.format != "json" {
-		fmt.Fprintf(stderr, "encwatch replay: --format must be text or json, got %q\n", o.format)
+	if o.format != "text" && o.format != "json" && o.format != "ocsf" {
+		fmt.Fprintf(stderr, "encwatch replay: --format must be text, json or ocsf, got %q\n", o.format)
 		return exitUsage
 	}
 	failOn := rules.Severity(0)
@@ -90,12 +90,7 @@ func replayCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			inputs[i].Reader = stdin
 		}
 	}
-	var w *alert.Writer
-	if o.format == "json" {
-		w = alert.NewJSONWriter(stdout)
-	} else {
-		w = alert.NewTextWriter(stdout)
-	}
+	w := alertWriter(o.format, stdout)
 	r := &replayer{engine: engine, state: state, out: w, stderr: stderr, quiet: o.quiet, failOn: failOn, bySev: map[rules.Severity]int{},
 		ruleErrors: map[string]int{}}
 	engine.OnRuleError(r.ruleFailed)
@@ -294,4 +289,16 @@ func (r *replayer) startProgress(files int, total int64) func() {
 // newEngine builds the rules engine for a configuration.
 func newEngine(cfg configT, st rules.State) (*rules.Engine, error) {
 	return rules.New(cfg.Policy, st, cfg.Compiled...)
+}
+
+// alertWriter writes alerts in a command's --format.
+func alertWriter(format string, w io.Writer) *alert.Writer {
+	switch format {
+	case "json":
+		return alert.NewJSONWriter(w)
+	case "ocsf":
+		v, _, _ := buildInfo()
+		return alert.NewOCSFWriter(w, v)
+	}
+	return alert.NewTextWriter(w)
 }

@@ -65,7 +65,7 @@ func TestGeneratedCorpusEachStatefulRuleDisabled(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, d := range rules.Catalogue {
-		if !d.Stateful {
+		if !d.Stateful || d.Inventory { // no trail file raises an inventory rule
 			continue
 		}
 		t.Run(d.ID, func(t *testing.T) {

@@ -35,7 +35,7 @@ func scanCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("scan", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.config, "config", "", "configuration `FILE`: its policy, custom rules and sources.inventory (else sources.lookup) accounts and Regions")
-	fs.StringVar(&o.format, "format", "text", "output format: text (one line per bucket) or json (one alert v1 object per finding)")
+	fs.StringVar(&o.format, "format", "text", "output format: text (one line per bucket), json (one alert v1 object per finding) or ocsf (one OCSF Detection Finding per finding)")
 	fs.StringVar(&o.failOn, "fail-on", "none", "exit 1 when a finding reaches this `SEVERITY` (info, low, medium, high, critical; none never)")
 	fs.StringVar(&o.regions, "regions", "", "comma-separated `REGIONS` to scan instead of the configuration's (default: AWS_REGION, else us-east-1)")
 	fs.Float64Var(&o.rate, "rate", 0, "S3 and KMS calls per second per account, at most (default: sources.inventory.rate, else 20)")
@@ -50,8 +50,8 @@ func scanCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	if o.format != "text" && o.format != "json" {
-		fmt.Fprintf(stderr, "encwatch scan: --format must be text or json, got %q\n", o.format)
+	if o.format != "text" && o.format != "json" && o.format != "ocsf" {
+		fmt.Fprintf(stderr, "encwatch scan: --format must be text, json or ocsf, got %q\n", o.format)
 		return exitUsage
 	}
 	failOn := rules.Severity(0)
@@ -81,8 +81,8 @@ func scanCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	sc := inventory.New(inventory.Options{Accounts: accts, Regions: regions, Rate: rate})
 	s := &scanner{engine: engine, failOn: failOn, bySev: map[rules.Severity]int{}, rows: map[string]*scanRow{}}
-	if o.format == "json" {
-		s.out = alert.NewJSONWriter(stdout)
+	if o.format != "text" {
+		s.out = alertWriter(o.format, stdout)
 	}
 	engine.OnRuleError(func(re *rules.RuleError) {
 		fmt.Fprintf(stderr, "encwatch scan: rule %s failed on %s: %v\n", re.Rule, re.Event.Bucket.ARN, re.Err)
