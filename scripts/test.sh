@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # binary:package pairs the tests use; extend as tests need more.
-DEBIAN_DEPS=("kcat:kcat" "prometheus:prometheus" "promtool:prometheus")
+DEBIAN_DEPS=("kcat:kcat" "prometheus:prometheus" "promtool:prometheus" "prometheus-alertmanager:prometheus-alertmanager" "amtool:prometheus-alertmanager" "chromium:chromium")
 need_pkgs=()
 for bin_pkg in "${DEBIAN_DEPS[@]}"; do
   bin=${bin_pkg%%:*}; pkg=${bin_pkg#*:}

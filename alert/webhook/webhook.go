@@ -174,6 +174,20 @@ func (s *Sink) Send(ctx context.Context, d alert.Delivery) error {
 		return fmt.Errorf("POST %s: %w", s.redacted, err)
 	}
 	defer resp.Body.Close()
+	if err := CheckResponse(resp, s.o.Now()); err != nil {
+		if alert.IsPermanent(err) {
+			return alert.Permanent(fmt.Errorf("POST %s: %w", s.redacted, err))
+		}
+		return fmt.Errorf("POST %s: %w", s.redacted, err)
+	}
+	return nil
+}
+
+// CheckResponse reads an HTTP answer to a delivery: nil for a 2xx; a
+// *StatusError, with the server's Retry-After, for 408, 429 and 5xx, which
+// are retried; the same wrapped as permanent for any other 4xx (a dead
+// letter). It reads at most 1 MB of the body.
+func CheckResponse(resp *http.Response, now time.Time) error {
 	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
@@ -182,10 +196,10 @@ func (s *Sink) Send(ctx context.Context, d alert.Delivery) error {
 	se := &StatusError{Status: resp.StatusCode, Excerpt: strings.TrimSpace(strings.ToValidUTF8(string(excerpt), "?"))}
 	switch {
 	case resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode >= 500:
-		se.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), s.o.Now())
-		return fmt.Errorf("POST %s: %w", s.redacted, se)
+		se.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now)
+		return se
 	default:
-		return alert.Permanent(fmt.Errorf("POST %s: %w", s.redacted, se))
+		return alert.Permanent(se)
 	}
 }
 

@@ -49,6 +49,9 @@ type HTTP struct {
 	TokenFile string `yaml:"tokenFile"`
 	// Pprof serves /debug/pprof/ (behind the token when one is set).
 	Pprof bool `yaml:"pprof"`
+	// ExternalURL is how people reach the daemon's web page (behind a load
+	// balancer, say); alerts link to it (Alertmanager's generatorURL).
+	ExternalURL string `yaml:"externalURL"`
 }
 
 // Log configures logging (JSON lines on stderr).
@@ -140,9 +143,30 @@ type Sinks struct {
 	Stdout   *Stdout    `yaml:"stdout"`
 	Kafka    *KafkaSink `yaml:"kafka"`
 	Webhooks []Webhook  `yaml:"webhooks"`
+	// Alertmanager posts to Prometheus Alertmanagers (API v2).
+	Alertmanager []Alertmanager `yaml:"alertmanager"`
 	// Remediate puts buckets back on their last compliant configuration
 	// (opt-in; DESIGN 5b).
 	Remediate *Remediate `yaml:"remediate"`
+}
+
+// Alertmanager is one Alertmanager the findings are posted to.
+type Alertmanager struct {
+	Name string `yaml:"name"`
+	URL  string `yaml:"url"`
+	// ResolveAfter sets each alert's endsAt after its detection (default 1h).
+	ResolveAfter rules.Duration `yaml:"resolveAfter"`
+	MinSeverity  string         `yaml:"minSeverity"`
+	Rules        []string       `yaml:"rules"`
+	TLS          TLS            `yaml:"tls"`
+	BasicAuth    struct {
+		Username     string `yaml:"username"`
+		PasswordFile string `yaml:"passwordFile"`
+		PasswordEnv  string `yaml:"passwordEnv"`
+	} `yaml:"basicAuth"`
+	BearerTokenFile string         `yaml:"bearerTokenFile"`
+	BearerTokenEnv  string         `yaml:"bearerTokenEnv"`
+	Timeout         rules.Duration `yaml:"timeout"`
 }
 
 // Remediate is the opt-in remediation sink.

@@ -75,6 +75,14 @@ func applySectionDefaults(c *Config) {
 			r.Rate = 1
 		}
 	}
+	for i := range c.Sinks.Alertmanager {
+		a := &c.Sinks.Alertmanager[i]
+		setDur(&a.ResolveAfter, time.Hour)
+		setDur(&a.Timeout, 10*time.Second)
+		if a.MinSeverity == "" {
+			a.MinSeverity = "info"
+		}
+	}
 	for i := range c.Sinks.Webhooks {
 		w := &c.Sinks.Webhooks[i]
 		setDur(&w.Timeout, 10*time.Second)

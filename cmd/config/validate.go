@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -141,6 +142,35 @@ func validateSinks(c *Config, add addFunc) {
 	}
 	if r := c.Sinks.Remediate; r != nil {
 		validateRemediate(r, add)
+	}
+	amNames := map[string]bool{}
+	for i, a := range c.Sinks.Alertmanager {
+		p := fmt.Sprintf("sinks.alertmanager[%d]", i)
+		switch {
+		case a.Name == "":
+			add(p+".name", "missing")
+		case amNames[a.Name]:
+			add(p+".name", "duplicate name %q", a.Name)
+		}
+		amNames[a.Name] = true
+		if u, err := url.Parse(a.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add(p+".url", "want Alertmanager's http(s) URL, got %q", a.URL)
+		}
+		if _, err := rules.ParseSeverity(a.MinSeverity); err != nil {
+			add(p+".minSeverity", "%v", err)
+		}
+		if a.ResolveAfter.D() < time.Minute {
+			add(p+".resolveAfter", "must be at least 1m")
+		}
+		if (a.BasicAuth.Username != "") && a.BasicAuth.PasswordFile == "" && a.BasicAuth.PasswordEnv == "" {
+			add(p+".basicAuth", "give passwordFile or passwordEnv with the username")
+		}
+		if a.BasicAuth.Username != "" && (a.BearerTokenFile != "" || a.BearerTokenEnv != "") {
+			add(p+".bearerTokenFile", "basic auth or a bearer token, not both")
+		}
+	}
+	if u := c.HTTP.ExternalURL; u != "" && !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+		add("http.externalURL", "want an http(s) URL, got %q", u)
 	}
 	names := map[string]bool{}
 	for i, w := range c.Sinks.Webhooks {

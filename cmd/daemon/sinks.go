@@ -18,6 +18,7 @@ import (
 	"github.com/segmentio/kafka-go/sasl/scram"
 
 	"github.com/encwatch/encwatch/alert"
+	"github.com/encwatch/encwatch/alert/alertmanager"
 	"github.com/encwatch/encwatch/alert/kafkasink"
 	"github.com/encwatch/encwatch/alert/outbox"
 	"github.com/encwatch/encwatch/alert/webhook"
@@ -55,6 +56,13 @@ func sinks(ctx context.Context, cfg config.Config, o Options) ([]outbox.Queue, e
 		q, err := webhookQueue(w, o.Version)
 		if err != nil {
 			return nil, fmt.Errorf("sinks.webhooks[%d] (%s): %w", i, w.Name, err)
+		}
+		qs = append(qs, q)
+	}
+	for i, a := range cfg.Sinks.Alertmanager {
+		q, err := alertmanagerQueue(a, cfg.HTTP.ExternalURL)
+		if err != nil {
+			return nil, fmt.Errorf("sinks.alertmanager[%d] (%s): %w", i, a.Name, err)
 		}
 		qs = append(qs, q)
 	}
@@ -191,4 +199,33 @@ func SinkNames(cfg config.Config) []string {
 		names = append(names, "webhook:"+w.Name)
 	}
 	return names
+}
+
+func alertmanagerQueue(a config.Alertmanager, externalURL string) (outbox.Queue, error) {
+	tlsCfg, err := tlsConfig(a.TLS)
+	if err != nil {
+		return outbox.Queue{}, fmt.Errorf("tls: %w", err)
+	}
+	pass, err := readSecret(a.BasicAuth.PasswordFile, a.BasicAuth.PasswordEnv)
+	if err != nil {
+		return outbox.Queue{}, fmt.Errorf("basicAuth: %w", err)
+	}
+	token, err := readSecret(a.BearerTokenFile, a.BearerTokenEnv)
+	if err != nil {
+		return outbox.Queue{}, fmt.Errorf("bearer token: %w", err)
+	}
+	s, err := alertmanager.New(alertmanager.Options{Name: a.Name, URL: a.URL, ResolveAfter: a.ResolveAfter.D(), ExternalURL: externalURL,
+		Username: a.BasicAuth.Username, Password: pass, BearerToken: token, TLS: tlsCfg, Timeout: a.Timeout.D()})
+	if err != nil {
+		return outbox.Queue{}, err
+	}
+	minSev, err := rules.ParseSeverity(a.MinSeverity)
+	if err != nil {
+		return outbox.Queue{}, err
+	}
+	only := a.Rules
+	return outbox.Queue{Sink: s, Accept: func(al alert.Alert) bool {
+		sev, _ := rules.ParseSeverity(al.Severity)
+		return sev >= minSev && (len(only) == 0 || slices.Contains(only, al.Rule))
+	}}, nil
 }
