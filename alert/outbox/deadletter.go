@@ -136,3 +136,17 @@ func (ob *Outbox) deadLetter(ctx context.Context, e Entry, reason string, log ze
 	ob.o.Metrics.deadLetters.WithLabelValues(e.Sink).Inc()
 	log.Error().Str("reason", reason).Uint64("seq", e.Seq).Msg("alert rejected for good: moved to the dead letters (encwatch deadletter list)")
 }
+
+// DeadLetterCount returns how many alerts of a sink are dead letters.
+func DeadLetterCount(db *bolt.DB, sink string) (int, error) {
+	n := 0
+	err := db.View(func(tx *bolt.Tx) error {
+		if root := tx.Bucket(DeadLetterTable); root != nil {
+			if b := root.Bucket([]byte(sink)); b != nil {
+				n = b.Stats().KeyN
+			}
+		}
+		return nil
+	})
+	return n, err
+}

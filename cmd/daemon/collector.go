@@ -86,3 +86,18 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.known, prometheus.GaugeValue, float64(n), k[0], k[1])
 	}
 }
+
+// sourceTimes returns, per source, the newest eventTime handed on and when
+// its checkpoint was last stored.
+func (c *stateCollector) sourceTimes() (newest, checkpoint map[string]time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	newest, checkpoint = map[string]time.Time{}, map[string]time.Time{}
+	for k, v := range c.newest {
+		newest[k] = v
+	}
+	for k, v := range c.checkpoint {
+		checkpoint[k] = v
+	}
+	return newest, checkpoint
+}

@@ -151,7 +151,7 @@ func (a *app) build(ctx context.Context) error {
 	a.reg.MustRegister(sc)
 	plog := a.log.With().Str("component", "pipeline").Logger()
 	a.faults = newStateFault(cfg.State.Dir, plog, a.reg)
-	a.pipe = &pipeline{db: db, outbox: a.outbox, now: time.Now, metrics: a.metrics, state: sc, faults: a.faults, log: plog}
+	a.pipe = &pipeline{db: db, outbox: a.outbox, now: time.Now, metrics: a.metrics, state: sc, faults: a.faults, log: plog, recent: newRecentAlerts(100)}
 	a.pipe.engine.Store(engine)
 	if err := a.pipe.recover(ctx); err != nil {
 		return err
@@ -167,7 +167,7 @@ func (a *app) build(ctx context.Context) error {
 		return fmt.Errorf("http.tokenFile: %w", err)
 	}
 	so := serverOptions{addr: cfg.HTTP.Listen, token: token, cert: cfg.HTTP.TLS.CertFile, keyFile: cfg.HTTP.TLS.KeyFile, pprof: cfg.HTTP.Pprof}
-	a.srv, err = newServer(so, a.reg, func() error {
+	readyFn := func() error {
 		if err := a.faults.current(); err != nil {
 			return fmt.Errorf("state %s cannot be written (sources are waiting): %w", cfg.State.Dir, err)
 		}
@@ -179,7 +179,8 @@ func (a *app) build(ctx context.Context) error {
 			}
 		}
 		return ready(db, a.queues)
-	}, map[string]http.Handler{"/buckets": bucketsHandler(db)})
+	}
+	a.srv, err = newServer(so, a.reg, readyFn, map[string]http.Handler{"/buckets": bucketsHandler(db), "GET /{$}": a.pageHandler(readyFn)})
 	if err != nil {
 		return fmt.Errorf("http.listen: %w", err)
 	}

@@ -31,6 +31,8 @@ type pipeline struct {
 	// reasons (not the batch's) wait and retry instead of failing.
 	faults *stateFault
 	log    zerolog.Logger
+	// recent keeps the latest alerts for the web page (nil: none).
+	recent *recentAlerts
 }
 
 // timerSource names the batches the pipeline sends itself to close the
@@ -154,6 +156,7 @@ func (p *pipeline) process(ctx context.Context, b ingest.Batch, done func(*bolt.
 	for _, f := range res.found {
 		p.metrics.findings.WithLabelValues(f.Rule, f.Severity.String()).Inc()
 	}
+	p.recent.add(res.alerts)
 	return nil
 }
 
@@ -188,6 +191,7 @@ func (p *pipeline) write(ctx context.Context, fn func() error) error {
 // stored is what one transaction of process stored.
 type stored struct {
 	found        []rules.Finding
+	alerts       []alert.Alert
 	judged       []*ingest.Event
 	aside        []*ingest.Event // suspects set aside instead of judged
 	asideID      uint64
@@ -211,9 +215,11 @@ func (p *pipeline) store(b ingest.Batch, mark []byte, done func(*bolt.Tx) error)
 		st := rules.TxState{Tx: tx}
 		put := func(fs []rules.Finding) error {
 			for _, f := range fs {
-				if _, err := p.outbox.Put(tx, alert.New(f, now)); err != nil {
+				a := alert.New(f, now)
+				if _, err := p.outbox.Put(tx, a); err != nil {
 					return fmt.Errorf("outbox: %w", err)
 				}
+				res.alerts = append(res.alerts, a)
 			}
 			res.found = append(res.found, fs...)
 			return nil

@@ -80,12 +80,13 @@ sinks:
   data events (S3 trail files)      %s
   S3 and KMS emulators (inventory)  account %s: %d buckets, scanned at start and every 10m;
                                     remediation in dry run on estate-* (says what it would write)
+  web page for operators            http://%s/
   metrics and state                 http://%s/metrics  http://%s/buckets
 The story of the README's "Detecting SSE-C and KMS ransomware" is played first.
 Point Prometheus at it:   scrape_configs: [{job_name: encwatch, static_configs: [{targets: ["%s"]}]}]
 and import deploy/grafana/encwatch.json into Grafana. Alerts follow, one per line; Ctrl-C stops.
 
-`, d.emuURL, strings.Join(demoRegions, ", "), *every, d.kafka.ListenAddrs()[0], d.hook.URL, d.dataDir, estateAccount, len(demoEstate), addr, addr, addr)
+`, d.emuURL, strings.Join(demoRegions, ", "), *every, d.kafka.ListenAddrs()[0], d.hook.URL, d.dataDir, estateAccount, len(demoEstate), addr, addr, addr, addr)
 		}})
 	fmt.Fprintf(stderr, "\nencwatch demo: %d alerts printed, %d signed webhook deliveries verified\n", printer.n.Load(), d.verified.Load())
 	if err != nil {
