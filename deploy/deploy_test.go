@@ -34,14 +34,7 @@ import (
 // missing outside CI and failing under CI=true.
 func need(t *testing.T, bin, pkg string) string {
 	t.Helper()
-	p, err := exec.LookPath(bin)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s is not installed (Debian package %s; scripts/test.sh installs it)", bin, pkg)
-		}
-		t.Skipf("%s not installed (apt-get install %s); skipping", bin, pkg)
-	}
-	return p
+	return testkit.Need(t, bin, pkg)
 }
 
 func TestPromtool(t *testing.T) {

@@ -10,9 +10,7 @@ package remediate
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -21,14 +19,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"github.com/aws/smithy-go"
-	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
 
 	"github.com/encwatch/encwatch/alert"
 	"github.com/encwatch/encwatch/ingest"
+	"github.com/encwatch/encwatch/ingest/awserr"
 	"github.com/encwatch/encwatch/rules"
 )
 
@@ -178,7 +175,7 @@ func (s *Sink) Send(ctx context.Context, d alert.Delivery) error {
 	}
 	current, err := s.read(ctx, client, a)
 	if err != nil {
-		if retryable(err) {
+		if awserr.Retryable(err) {
 			return err
 		}
 		return s.skip(ctx, a, "GetBucketEncryption failed", err)
@@ -199,7 +196,7 @@ func (s *Sink) Send(ctx context.Context, d alert.Delivery) error {
 		return s.emit(ctx, a, Applied, "dry run: would write "+describe(want)+" on "+desc(a)+" (read "+describe(current)+")", act)
 	}
 	if err := s.write(ctx, client, a, want); err != nil {
-		if retryable(err) {
+		if awserr.Retryable(err) {
 			return err
 		}
 		return s.skip(ctx, a, "PutBucketEncryption failed", err)
@@ -244,7 +241,7 @@ func (s *Sink) read(ctx context.Context, c S3API, a alert.Alert) ([]ingest.Encry
 		return nil, err
 	}
 	out, err := c.GetBucketEncryption(ctx, &s3.GetBucketEncryptionInput{Bucket: aws.String(a.Bucket.Name), ExpectedBucketOwner: aws.String(a.Bucket.Account)})
-	if code(err) == "ServerSideEncryptionConfigurationNotFoundError" {
+	if awserr.Code(err) == "ServerSideEncryptionConfigurationNotFoundError" {
 		return []ingest.EncryptionRule{{Algorithm: rules.AlgAES256}}, nil
 	}
 	if err != nil {
@@ -388,7 +385,7 @@ func (s *Sink) skip(ctx context.Context, a alert.Alert, why string, err error) e
 	summary := "not remediated: " + why + " (" + desc(a) + ", finding " + a.Rule + ")"
 	if err != nil {
 		res = resultFailed
-		act.Error = code(err)
+		act.Error = awserr.Code(err)
 		if act.Error == "" {
 			act.Error = err.Error()
 		}
@@ -409,26 +406,3 @@ func (s *Sink) emit(ctx context.Context, f alert.Alert, rule, summary string, ac
 }
 
 func (s *Sink) count(rule, result string) { s.o.Metrics.total.WithLabelValues(rule, result).Inc() }
-
-func code(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
-}
-
-// retryable reports throttling, 5xx and network errors: the outbox tries
-// the finding again later. Everything else is a remediation-skipped alert.
-func retryable(err error) bool {
-	switch code(err) {
-	case "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable", "InternalError":
-		return true
-	}
-	var re *smithyhttp.ResponseError
-	if errors.As(err, &re) && (re.HTTPStatusCode() >= 500 || re.HTTPStatusCode() == 429) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded)
-}

@@ -56,18 +56,9 @@ func replayCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		fs.Usage()
 		return exitUsage
 	}
-	if o.format != "text" && o.format != "json" && o.format != "ocsf" {
-		fmt.Fprintf(stderr, "encwatch replay: --format must be text, json or ocsf, got %q\n", o.format)
+	failOn, ok := outputFlags("replay", o.format, o.failOn, stderr)
+	if !ok {
 		return exitUsage
-	}
-	failOn := rules.Severity(0)
-	if o.failOn != "none" {
-		s, err := rules.ParseSeverity(o.failOn)
-		if err != nil {
-			fmt.Fprintf(stderr, "encwatch replay: --fail-on: %v\n", err)
-			return exitUsage
-		}
-		failOn = s
 	}
 	cfg, err := loadConfig(o.config)
 	if err != nil {
@@ -301,4 +292,22 @@ func alertWriter(format string, w io.Writer) *alert.Writer {
 		return alert.NewOCSFWriter(w, v)
 	}
 	return alert.NewTextWriter(w)
+}
+
+// outputFlags checks a command's --format and --fail-on: the severity
+// that fails the run (0: none), or false after saying what is wrong.
+func outputFlags(cmd, format, failOn string, stderr io.Writer) (rules.Severity, bool) {
+	if format != "text" && format != "json" && format != "ocsf" {
+		fmt.Fprintf(stderr, "encwatch %s: --format must be text, json or ocsf, got %q\n", cmd, format)
+		return 0, false
+	}
+	if failOn == "none" {
+		return 0, true
+	}
+	s, err := rules.ParseSeverity(failOn)
+	if err != nil {
+		fmt.Fprintf(stderr, "encwatch %s: --fail-on: %v\n", cmd, err)
+		return 0, false
+	}
+	return s, true
 }

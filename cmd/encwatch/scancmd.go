@@ -50,18 +50,9 @@ func scanCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	if o.format != "text" && o.format != "json" && o.format != "ocsf" {
-		fmt.Fprintf(stderr, "encwatch scan: --format must be text, json or ocsf, got %q\n", o.format)
+	failOn, ok := outputFlags("scan", o.format, o.failOn, stderr)
+	if !ok {
 		return exitUsage
-	}
-	failOn := rules.Severity(0)
-	if o.failOn != "none" {
-		s, err := rules.ParseSeverity(o.failOn)
-		if err != nil {
-			fmt.Fprintf(stderr, "encwatch scan: --fail-on: %v\n", err)
-			return exitUsage
-		}
-		failOn = s
 	}
 	cfg, err := loadConfig(o.config)
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,13 +21,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/smithy-go"
-	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 
 	"github.com/encwatch/encwatch/ingest"
+	"github.com/encwatch/encwatch/ingest/awserr"
 	"github.com/encwatch/encwatch/ingest/backoff"
 )
 
@@ -336,7 +334,7 @@ func (t *target) read(ctx context.Context, l listed) (*ingest.Event, error) {
 	where := ingest.InventoryOrigin(t.a.ID, t.region)
 	prog := t.s.progress[t.a.ID]
 	var enc ingest.Encryption
-	switch code := errorCode(err); {
+	switch code := awserr.Code(err); {
 	case err == nil:
 		enc = encryptionOf(out)
 	case code == "ServerSideEncryptionConfigurationNotFoundError":
@@ -348,7 +346,7 @@ func (t *target) read(ctx context.Context, l listed) (*ingest.Event, error) {
 	default:
 		t.s.countError(t.a.ID, t.region, err)
 		prog.Failed.Add(1)
-		return ingest.NewInventoryError(b, reasonOf(err), bound(err.Error(), 512), at, where), nil
+		return ingest.NewInventoryError(b, awserr.Reason(err), bound(err.Error(), 512), at, where), nil
 	}
 	t.s.o.Metrics.read.WithLabelValues(t.a.ID, t.region, b.Type).Inc()
 	prog.Read.Add(1)
@@ -384,7 +382,7 @@ func (t *target) describe(ctx context.Context, key string) ingest.KeyInfo {
 		})
 		if err != nil {
 			t.s.countError(t.a.ID, t.region, err)
-			e.info.Error = reasonOf(err)
+			e.info.Error = awserr.Reason(err)
 			return
 		}
 		if m := out.KeyMetadata; m != nil {
@@ -453,7 +451,7 @@ func (s *Scanner) call(ctx context.Context, account, api string, fn func() error
 		}
 		s.o.Metrics.calls.WithLabelValues(account, api).Inc()
 		err := fn()
-		if err == nil || ctx.Err() != nil || !retryable(err) || attempt >= s.o.Attempts {
+		if err == nil || ctx.Err() != nil || !awserr.Retryable(err) || attempt >= s.o.Attempts {
 			return err
 		}
 		s.o.Metrics.throttles.WithLabelValues(account).Inc()
@@ -464,45 +462,5 @@ func (s *Scanner) call(ctx context.Context, account, api string, fn func() error
 }
 
 func (s *Scanner) countError(account, region string, err error) {
-	s.o.Metrics.errors.WithLabelValues(account, region, reasonOf(err)).Inc()
-}
-
-func errorCode(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
-}
-
-// reasonOf names a failure for a metric label and a bucket's state: the
-// AWS error code, else server or network.
-func reasonOf(err error) string {
-	if c := errorCode(err); c != "" && len(c) <= 64 {
-		return c
-	}
-	var re *smithyhttp.ResponseError
-	if errors.As(err, &re) && re.HTTPStatusCode() >= 500 {
-		return "server"
-	}
-	var ne net.Error
-	if errors.As(err, &ne) {
-		return "network"
-	}
-	return "other"
-}
-
-// retryable reports whether a call may succeed when tried again later.
-func retryable(err error) bool {
-	switch errorCode(err) {
-	case "SlowDown", "Throttling", "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded",
-		"ServiceUnavailable", "InternalError", "KMSInternalException", "RequestTimeout":
-		return true
-	}
-	var re *smithyhttp.ResponseError
-	if errors.As(err, &re) && (re.HTTPStatusCode() >= 500 || re.HTTPStatusCode() == 429) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne)
+	s.o.Metrics.errors.WithLabelValues(account, region, awserr.Reason(err)).Inc()
 }
