@@ -22,6 +22,16 @@ type Sink interface {
 	Send(ctx context.Context, d Delivery) error
 }
 
+// BatchSink is implemented by sinks that send many alerts in one request
+// (Kafka: one produce per partition). SendBatch returns one error per
+// delivery, in order (nil: accepted), or nil when all were accepted;
+// errors follow Send's rules (ErrPermanent or retryable). Deliveries are
+// in outbox order, and a sink keeps that order per key.
+type BatchSink interface {
+	Sink
+	SendBatch(ctx context.Context, ds []Delivery) []error
+}
+
 // Checker is implemented by sinks that can say whether their destination
 // is reachable, for /readyz.
 type Checker interface {

@@ -123,7 +123,27 @@ func (s *Sink) Alert(a alert.Alert) Posted {
 // Send implements alert.Sink: 2xx is acceptance; 408, 429 and 5xx are
 // retried; another 4xx is a dead letter.
 func (s *Sink) Send(ctx context.Context, d alert.Delivery) error {
-	body, err := json.Marshal([]Posted{s.Alert(d.Alert)})
+	return s.post(ctx, []alert.Delivery{d})
+}
+
+// SendBatch implements alert.BatchSink: the alerts go in one POST, which
+// Alertmanager accepts or refuses as a whole.
+func (s *Sink) SendBatch(ctx context.Context, ds []alert.Delivery) []error {
+	errs := make([]error, len(ds))
+	if err := s.post(ctx, ds); err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+	}
+	return errs
+}
+
+func (s *Sink) post(ctx context.Context, ds []alert.Delivery) error {
+	ps := make([]Posted, len(ds))
+	for i, d := range ds {
+		ps[i] = s.Alert(d.Alert)
+	}
+	body, err := json.Marshal(ps)
 	if err != nil {
 		return alert.Permanent(err)
 	}

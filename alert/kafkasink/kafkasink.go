@@ -51,7 +51,10 @@ func New(ctx context.Context, o Options) (*Sink, error) {
 		Topic:        o.Topic,
 		Balancer:     &kafka.Hash{}, // by key: a bucket's alerts on one partition, in order
 		RequiredAcks: kafka.RequireAll,
-		BatchSize:    1, // an alert goes out at once; the outbox sends one at a time
+		// The outbox hands over a batch at a time (SendBatch): up to 1,000
+		// messages of a partition go in one produce request; a lone alert
+		// goes out after 1 ms.
+		BatchSize:    1000,
 		BatchTimeout: time.Millisecond,
 		WriteTimeout: o.WriteTimeout,
 		ReadTimeout:  o.WriteTimeout,
@@ -93,32 +96,60 @@ func (s *Sink) Check(ctx context.Context) error {
 
 // Send implements alert.Sink: it returns once every in-sync replica has the
 // message.
-func (s *Sink) Send(ctx context.Context, d alert.Delivery) error {
+func message(d alert.Delivery) kafka.Message {
 	key := d.Alert.Bucket.ARN
 	if key == "" {
 		key = d.Alert.Bucket.Name
 	}
-	msg := kafka.Message{Key: []byte(key), Value: d.Body, Headers: []kafka.Header{
+	return kafka.Message{Key: []byte(key), Value: d.Body, Headers: []kafka.Header{
 		{Key: "rule", Value: []byte(d.Alert.Rule)},
 		{Key: "severity", Value: []byte(d.Alert.Severity)},
 		{Key: "schema", Value: []byte(d.Alert.Schema)},
 		{Key: "alert-id", Value: []byte(d.Alert.ID)},
 	}}
-	err := s.w.WriteMessages(ctx, msg)
+}
+
+// Send implements alert.Sink: one message, acknowledged by all in-sync
+// replicas.
+func (s *Sink) Send(ctx context.Context, d alert.Delivery) error {
+	return s.SendBatch(ctx, []alert.Delivery{d})[0]
+}
+
+// SendBatch implements alert.BatchSink: the messages go in as few produce
+// requests as their partitions allow, each acknowledged by all in-sync
+// replicas; a bucket's messages keep their order on its partition.
+func (s *Sink) SendBatch(ctx context.Context, ds []alert.Delivery) []error {
+	msgs := make([]kafka.Message, len(ds))
+	for i, d := range ds {
+		msgs[i] = message(d)
+	}
+	errs := make([]error, len(ds))
+	err := s.w.WriteMessages(ctx, msgs...)
 	if err == nil {
-		return nil
+		return errs
 	}
 	var we kafka.WriteErrors
-	if errors.As(err, &we) && len(we) > 0 && we[0] != nil {
-		err = we[0]
+	if !errors.As(err, &we) || len(we) != len(ds) {
+		for i := range errs {
+			errs[i] = wrap(err)
+		}
+		return errs
 	}
+	for i, e := range we {
+		if e != nil {
+			errs[i] = wrap(e)
+		}
+	}
+	return errs
+}
+
+func wrap(err error) error {
 	if permanent(err) {
 		return alert.Permanent(fmt.Errorf("kafka rejected the alert: %w", err))
 	}
 	return fmt.Errorf("kafka: %w", err)
 }
 
-// permanent reports errors that retrying the same message cannot fix.
 func permanent(err error) bool {
 	var ke kafka.Error
 	if !errors.As(err, &ke) {

@@ -90,14 +90,14 @@ func Requeue(db *bolt.DB, sink string, seq uint64) (int, error) {
 	return n, err
 }
 
-// deleteSent deletes an alert its sink accepted. While the state cannot be
-// written (a full disk) it retries with backoff rather than send the alert
-// again and again; only a stop leaves it to be sent again after the
-// restart.
-func (ob *Outbox) deleteSent(ctx context.Context, name string, seq uint64, log zerolog.Logger) {
+// deleteSent deletes, in one transaction, alerts their sink accepted.
+// While the state cannot be written (a full disk) it retries with backoff
+// rather than send the alerts again and again; only a stop leaves them to
+// be sent again after the restart.
+func (ob *Outbox) deleteSent(ctx context.Context, name string, es []Entry, log zerolog.Logger) {
 	wait := backoff.Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second}
 	for i := 0; ; i++ {
-		err := ob.delete(name, seq)
+		err := ob.delete(name, es)
 		if err == nil {
 			return
 		}

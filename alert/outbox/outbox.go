@@ -33,6 +33,9 @@ type Queue struct {
 	// Accept filters alerts for this sink (minimum severity, rules); nil
 	// takes every alert.
 	Accept func(alert.Alert) bool
+	// Concurrency is how many alerts of a sink without SendBatch are sent
+	// at once (default 1: in outbox order).
+	Concurrency int
 }
 
 // Options configures an Outbox.
@@ -47,6 +50,10 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// SendTimeout bounds one Send (default 30s).
 	SendTimeout time.Duration
+	// BatchSize bounds the alerts read, sent and deleted together (default
+	// 256): a burst moves in batches, each deleted in one transaction once
+	// its sink acknowledged it.
+	BatchSize int
 	Logger      zerolog.Logger
 	Metrics     *Metrics
 	Now         func() time.Time
@@ -85,6 +92,9 @@ func New(o Options) (*Outbox, error) {
 	}
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = time.Minute
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 256
 	}
 	if o.SendTimeout <= 0 {
 		o.SendTimeout = 30 * time.Second
@@ -272,21 +282,22 @@ func (ob *Outbox) Run(ctx context.Context, drain time.Duration) error {
 	return nil
 }
 
-// deliver is the worker of one sink: oldest alert, send it through the
-// sink's stages, then delete it or move it to the dead letters.
+// deliver is the worker of one sink: the oldest alerts, up to BatchSize,
+// sent through the sink's stages (as one batch to a BatchSink, else
+// Concurrency at a time), then those accepted deleted and those rejected
+// for good moved to the dead letters, in one transaction.
 func (ob *Outbox) deliver(ctx context.Context, name string, drain time.Duration) {
 	log := ob.o.Logger.With().Str("sink", name).Logger()
 	work, stop := drainContext(ctx, drain)
 	defer stop()
-	sink := ob.stages(name, log)
 	for work.Err() == nil {
-		e, ok, err := ob.oldest(name)
+		es, err := ob.oldestN(name, ob.o.BatchSize)
 		if err != nil {
 			log.Error().Err(err).Msg("reading the outbox")
 			backoff.Sleep(work, time.Second)
 			continue
 		}
-		if !ok {
+		if len(es) == 0 {
 			if ctx.Err() != nil {
 				return // stopping and nothing left
 			}
@@ -297,26 +308,84 @@ func (ob *Outbox) deliver(ctx context.Context, name string, drain time.Duration)
 			}
 			continue
 		}
-		ob.o.Metrics.oldest.WithLabelValues(name).Set(ob.o.Now().Sub(e.Enqueued).Seconds())
-		var a alert.Alert
-		if err := json.Unmarshal(e.Alert, &a); err != nil {
-			ob.deadLetter(work, e, fmt.Sprintf("stored alert unreadable: %v", err), log)
-			continue
-		}
-		switch err := sink.Send(work, alert.Delivery{Alert: a, Body: e.Alert}); {
-		case err == nil:
-			ob.deleteSent(work, name, e.Seq, log)
-			ob.o.Metrics.sent.WithLabelValues(name).Inc()
-			ob.o.Metrics.latency.WithLabelValues(name).Observe(ob.o.Now().Sub(e.Enqueued).Seconds())
-		case alert.IsPermanent(err):
-			e.Attempts++
-			ob.deadLetter(work, e, err.Error(), log)
-		}
-		// Any other error: the retry stage gave up because work ended.
+		ob.o.Metrics.oldest.WithLabelValues(name).Set(ob.o.Now().Sub(es[0].Enqueued).Seconds())
+		ob.sendBatch(work, name, es, log)
 	}
 	if n := ob.Depth(name); n > 0 {
 		log.Warn().Int("pending", n).Msg("stopping with alerts still in the outbox; they are sent after the restart")
 	}
+}
+
+// sendBatch sends entries and records what became of each.
+func (ob *Outbox) sendBatch(ctx context.Context, name string, es []Entry, log zerolog.Logger) {
+	ds := make([]alert.Delivery, 0, len(es))
+	sendable := make([]Entry, 0, len(es))
+	for _, e := range es {
+		var a alert.Alert
+		if err := json.Unmarshal(e.Alert, &a); err != nil {
+			ob.deadLetter(ctx, e, fmt.Sprintf("stored alert unreadable: %v", err), log)
+			continue
+		}
+		ds = append(ds, alert.Delivery{Alert: a, Body: e.Alert})
+		sendable = append(sendable, e)
+	}
+	results := ob.send(ctx, name, ds, log)
+	var sent []Entry
+	for i, err := range results {
+		e := sendable[i]
+		switch {
+		case err == nil:
+			sent = append(sent, e)
+		case alert.IsPermanent(err):
+			e.Attempts++
+			ob.deadLetter(ctx, e, err.Error(), log)
+		}
+		// Any other error: the retry stage gave up because work ended.
+	}
+	if len(sent) == 0 {
+		return
+	}
+	ob.deleteSent(ctx, name, sent, log)
+	now := ob.o.Now()
+	ob.o.Metrics.sent.WithLabelValues(name).Add(float64(len(sent)))
+	for _, e := range sent {
+		ob.o.Metrics.latency.WithLabelValues(name).Observe(now.Sub(e.Enqueued).Seconds())
+	}
+}
+
+// send hands deliveries to the sink's stages: one batch to a BatchSink,
+// else each, Concurrency at a time. It returns one result per delivery.
+func (ob *Outbox) send(ctx context.Context, name string, ds []alert.Delivery, log zerolog.Logger) []error {
+	q := ob.queues[name]
+	if _, ok := q.Sink.(alert.BatchSink); ok && len(ds) > 1 {
+		return ob.batchStages(name, log).sendAll(ctx, ds)
+	}
+	sink := ob.stages(name, log)
+	results := make([]error, len(ds))
+	conc := max(q.Concurrency, 1)
+	if conc == 1 {
+		for i, d := range ds {
+			if results[i] = sink.Send(ctx, d); results[i] != nil && !alert.IsPermanent(results[i]) {
+				for j := i + 1; j < len(ds); j++ { // stopping: leave the rest queued
+					results[j] = results[i]
+				}
+				break
+			}
+		}
+		return results
+	}
+	sem := make(chan struct{}, conc)
+	var wg sync.WaitGroup
+	for i, d := range ds {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			results[i] = sink.Send(ctx, d)
+		}()
+	}
+	wg.Wait()
+	return results
 }
 
 // drainContext returns a context that ends drain after ctx does, so a
@@ -340,27 +409,37 @@ func drainContext(ctx context.Context, drain time.Duration) (context.Context, fu
 	return work, cancel
 }
 
-func (ob *Outbox) oldest(name string) (Entry, bool, error) {
-	var e Entry
-	found := false
+// oldestN reads up to n of the oldest entries of a queue.
+func (ob *Outbox) oldestN(name string, n int) ([]Entry, error) {
+	var out []Entry
 	err := ob.o.DB.View(func(tx *bolt.Tx) error {
-		k, v := tx.Bucket(QueueTable).Bucket([]byte(name)).Cursor().First()
-		if k == nil {
-			return nil
+		c := tx.Bucket(QueueTable).Bucket([]byte(name)).Cursor()
+		for k, v := c.First(); k != nil && len(out) < n; k, v = c.Next() {
+			e := Entry{Seq: binary.BigEndian.Uint64(k), Sink: name}
+			if err := json.Unmarshal(v, &e); err != nil {
+				e.Alert = append(json.RawMessage(nil), v...) // dead-lettered as unreadable
+			}
+			out = append(out, e)
 		}
-		found = true
-		e.Seq, e.Sink = binary.BigEndian.Uint64(k), name
-		return json.Unmarshal(v, &e)
+		return nil
 	})
-	return e, found, err
+	return out, err
 }
 
-func (ob *Outbox) delete(name string, seq uint64) error {
+func (ob *Outbox) delete(name string, es []Entry) error {
 	err := ob.o.DB.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(QueueTable).Bucket([]byte(name)).Delete(key(seq))
+		b := tx.Bucket(QueueTable).Bucket([]byte(name))
+		for _, e := range es {
+			if err := b.Delete(key(e.Seq)); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err == nil {
-		ob.removed(name)
+		for range es {
+			ob.removed(name)
+		}
 	}
 	return err
 }

@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -200,5 +201,115 @@ func TestStopWhileDeadLetteringFails(t *testing.T) {
 	}
 	if ob.Depth("scripted") != 1 {
 		t.Errorf("the alert left the outbox without reaching the dead letters")
+	}
+}
+
+// batching is a scripted sink that takes batches: it records each batch's
+// size and answers per alert as scripted does.
+type batching struct {
+	scripted
+	sizes []int
+}
+
+func (b *batching) SendBatch(ctx context.Context, ds []alert.Delivery) []error {
+	b.mu.Lock()
+	b.sizes = append(b.sizes, len(ds))
+	b.mu.Unlock()
+	errs := make([]error, len(ds))
+	for i, d := range ds {
+		errs[i] = b.scripted.Send(ctx, d)
+	}
+	return errs
+}
+
+// TestBatches: a burst goes to a BatchSink in batches of BatchSize; an
+// alert the sink refuses for a while is sent again alone, one it rejects
+// for good is dead-lettered, and every other one is delivered once.
+func TestBatches(t *testing.T) {
+	db := openDB(t)
+	sink := &batching{scripted: scripted{failures: map[string]int{"a-0007": 2}, reject: map[string]bool{"a-0042": true}}}
+	ob, err := New(Options{DB: db, Queues: []Queue{{Sink: sink}}, BatchSize: 100, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 1000 {
+		ids = append(ids, fmt.Sprintf("a-%04d", i))
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		for _, id := range ids {
+			if _, err := ob.Put(tx, alert.Alert{Schema: alert.Schema, ID: id}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ob.Run(ctx, time.Second); close(done) }()
+	waitFor(t, "delivery", func() bool { return ob.Depth("scripted") == 0 })
+	cancel()
+	<-done
+	got := sink.delivered()
+	seen := map[string]int{}
+	for _, id := range got {
+		seen[id]++
+	}
+	if len(got) != 999 || len(seen) != 999 || seen["a-0042"] != 0 || seen["a-0007"] != 1 {
+		t.Errorf("%d delivered (%d distinct); a-0007 %d times, a-0042 %d", len(got), len(seen), seen["a-0007"], seen["a-0042"])
+	}
+	if sink.sizes[0] != 100 || len(sink.sizes) > 14 {
+		t.Errorf("batch sizes %v: want batches of 100 (and the retries alone)", sink.sizes)
+	}
+	if dl, _ := DeadLetters(db, ""); len(dl) != 1 {
+		t.Errorf("dead letters %v", dl)
+	}
+}
+
+// slowSink takes each alert after a delay and records how many it was
+// sent at once.
+type slowSink struct {
+	mu            sync.Mutex
+	inFlight, max int
+	n             int
+}
+
+func (s *slowSink) Name() string { return "slow" }
+
+func (s *slowSink) Send(_ context.Context, _ alert.Delivery) error {
+	s.mu.Lock()
+	s.inFlight++
+	s.max = max(s.max, s.inFlight)
+	s.mu.Unlock()
+	time.Sleep(5 * time.Millisecond)
+	s.mu.Lock()
+	s.inFlight--
+	s.n++
+	s.mu.Unlock()
+	return nil
+}
+
+// TestConcurrency: a sink without batches is sent Concurrency alerts at
+// once, never more.
+func TestConcurrency(t *testing.T) {
+	db := openDB(t)
+	sink := &slowSink{}
+	ob, err := New(Options{DB: db, Queues: []Queue{{Sink: sink, Concurrency: 4}}, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		put(t, db, ob, fmt.Sprint("c-", i))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ob.Run(ctx, time.Second); close(done) }()
+	waitFor(t, "delivery", func() bool { return ob.Depth("slow") == 0 })
+	cancel()
+	<-done
+	if sink.n != 200 || sink.max != 4 {
+		t.Errorf("%d sent, at most %d at once; want 200 and 4", sink.n, sink.max)
 	}
 }

@@ -78,3 +78,79 @@ func (i instrumented) Send(ctx context.Context, d alert.Delivery) error {
 	}
 	return err
 }
+
+// batchStages is the retry and instrumentation of a BatchSink.
+func (ob *Outbox) batchStages(name string, log zerolog.Logger) batchRetry {
+	m := ob.o.Metrics
+	return batchRetry{next: ob.queues[name].Sink.(alert.BatchSink), name: name, m: m, min: ob.o.MinBackoff, max: ob.o.MaxBackoff, timeout: ob.o.SendTimeout,
+		onRetry: func(n int, err error, wait time.Duration) {
+			m.retries.WithLabelValues(name).Add(float64(n))
+			log.Warn().Err(err).Int("alerts", n).Dur("retry_in", wait).Msg("sink did not take a batch of alerts; retrying them")
+		}}
+}
+
+// batchRetry sends a batch until every alert in it was accepted or
+// rejected for good, or ctx ends; those that failed otherwise are sent
+// again, together, after a backoff with jitter (or the Retry-After).
+type batchRetry struct {
+	next              alert.BatchSink
+	name              string
+	m                 *Metrics
+	min, max, timeout time.Duration
+	onRetry           func(n int, err error, wait time.Duration)
+}
+
+func (r batchRetry) sendAll(ctx context.Context, ds []alert.Delivery) []error {
+	results := make([]error, len(ds))
+	pending := make([]int, len(ds))
+	for i := range pending {
+		pending[i] = i
+	}
+	b := backoff.Backoff{Min: r.min, Max: r.max}
+	for {
+		sub := make([]alert.Delivery, len(pending))
+		for j, i := range pending {
+			sub[j] = ds[i]
+		}
+		tctx, cancel := context.WithTimeout(ctx, r.timeout)
+		errs := r.next.SendBatch(tctx, sub)
+		cancel()
+		var again []int
+		var last error
+		for j, i := range pending {
+			var err error
+			if errs != nil {
+				err = errs[j]
+			}
+			switch {
+			case err == nil:
+			case alert.IsPermanent(err):
+				r.m.failed.WithLabelValues(r.name, "permanent").Inc()
+			default:
+				if ctx.Err() == nil {
+					r.m.failed.WithLabelValues(r.name, "retryable").Inc()
+				}
+				again, last = append(again, i), err
+				continue
+			}
+			results[i] = err
+		}
+		if len(again) == 0 {
+			return results
+		}
+		wait := b.Next()
+		if ra, ok := alert.RetryAfterOf(last); ok && ra > wait {
+			wait = min(ra, r.max)
+		}
+		if ctx.Err() == nil {
+			r.onRetry(len(again), last, wait)
+		}
+		if ctx.Err() != nil || !backoff.Sleep(ctx, wait) {
+			for _, i := range again {
+				results[i] = last
+			}
+			return results
+		}
+		pending = again
+	}
+}

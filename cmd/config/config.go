@@ -234,6 +234,8 @@ type Webhook struct {
 	Rules       []string       `yaml:"rules"`
 	Format      string         `yaml:"format"`
 	Timeout     rules.Duration `yaml:"timeout"`
+	// Concurrency is how many alerts are posted at once (default 4).
+	Concurrency int `yaml:"concurrency"`
 }
 
 // Default returns the configuration with every default set and every

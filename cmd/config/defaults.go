@@ -86,6 +86,9 @@ func applySectionDefaults(c *Config) {
 	for i := range c.Sinks.Webhooks {
 		w := &c.Sinks.Webhooks[i]
 		setDur(&w.Timeout, 10*time.Second)
+		if w.Concurrency == 0 {
+			w.Concurrency = 4
+		}
 		if w.MinSeverity == "" {
 			w.MinSeverity = "info"
 		}

@@ -187,6 +187,9 @@ func validateSinks(c *Config, add addFunc) {
 		if _, err := rules.ParseSeverity(w.MinSeverity); err != nil {
 			add(p+".minSeverity", "%v", err)
 		}
+		if w.Concurrency < 1 || w.Concurrency > 64 {
+			add(p+".concurrency", "must be between 1 and 64")
+		}
 		if !slices.Contains([]string{"", "json", "v1", "ocsf", "slack"}, w.Format) {
 			add(p+".format", "unknown format %q (want v1, ocsf or slack)", w.Format)
 		}

@@ -106,7 +106,7 @@ func webhookQueue(w config.Webhook, version string) (outbox.Queue, error) {
 		return outbox.Queue{}, err
 	}
 	only := w.Rules
-	return outbox.Queue{Sink: formatted(s, w.Format, version), Accept: func(a alert.Alert) bool {
+	return outbox.Queue{Sink: formatted(s, w.Format, version), Concurrency: w.Concurrency, Accept: func(a alert.Alert) bool {
 		sev, _ := rules.ParseSeverity(a.Severity)
 		return sev >= minSev && (len(only) == 0 || slices.Contains(only, a.Rule))
 	}}, nil

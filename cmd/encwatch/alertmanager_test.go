@@ -136,7 +136,18 @@ sinks:
 		}
 		return len(ids) > 0
 	}
-	testkit.Eventually(t, 30*time.Second, allRouted, "Alertmanager did not route every finding of the first half")
+	// The first half is done when every finding was routed and no new one
+	// came for 3 s.
+	settled := func() func() bool {
+		last, since := -1, time.Now()
+		return func() bool {
+			if n := len(delivered()); n != last {
+				last, since = n, time.Now()
+			}
+			return allRouted() && time.Since(since) > 3*time.Second
+		}
+	}
+	testkit.Eventually(t, 40*time.Second, settled(), "Alertmanager did not route every finding of the first half")
 	before := delivered()
 	first := len(before)
 	shownBefore := amtoolCheck(t, amtool, am.addr, before)
