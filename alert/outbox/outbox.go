@@ -54,9 +54,9 @@ type Options struct {
 	// 256): a burst moves in batches, each deleted in one transaction once
 	// its sink acknowledged it.
 	BatchSize int
-	Logger      zerolog.Logger
-	Metrics     *Metrics
-	Now         func() time.Time
+	Logger    zerolog.Logger
+	Metrics   *Metrics
+	Now       func() time.Time
 }
 
 // Entry is an alert waiting in the outbox or in the dead letters.
