@@ -14,6 +14,7 @@ type pipelineMetrics struct {
 	quarantined                             *prometheus.CounterVec
 	lag                                     *prometheus.GaugeVec
 	storeSeconds                            prometheus.Histogram
+	eventToAlert                            *prometheus.HistogramVec
 }
 
 func newPipelineMetrics(reg prometheus.Registerer) *pipelineMetrics {
@@ -31,6 +32,9 @@ func newPipelineMetrics(reg prometheus.Registerer) *pipelineMetrics {
 		storeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "encwatch_batch_store_seconds",
 			Help: "Time to judge a batch and store its findings and checkpoints.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
+	m.eventToAlert = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "encwatch_event_to_alert_seconds",
+		Help: "From a finding's eventTime to its alert stored in the outbox, by source: CloudTrail's delivery delay plus encwatch's cost (delivery to each sink is encwatch_delivery_latency_seconds).",
+		Buckets: []float64{0.01, 0.1, 1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200}}, []string{"source"})
 	m.customErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_custom_rule_errors_total",
 		Help: "Custom rules that failed on an event (evaluation error or cost limit), by rule; the rule is skipped for that event."}, []string{"rule", "reason"})
 	m.ruleErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_rule_errors_total",
@@ -52,7 +56,7 @@ func newPipelineMetrics(reg prometheus.Registerer) *pipelineMetrics {
 	for _, t := range []string{"directory", "general-purpose"} {
 		m.kmsCopies.WithLabelValues(t)
 	}
-	reg.MustRegister(m.events, m.findings, m.skipped, m.decodeErrors, m.lag, m.storeSeconds, m.customErrors, m.ruleErrors, m.suppressed, m.quarantined, m.reloads, m.kmsCopies)
+	reg.MustRegister(m.events, m.findings, m.skipped, m.decodeErrors, m.lag, m.storeSeconds, m.eventToAlert, m.customErrors, m.ruleErrors, m.suppressed, m.quarantined, m.reloads, m.kmsCopies)
 	return m
 }
 

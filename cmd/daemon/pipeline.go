@@ -153,8 +153,12 @@ func (p *pipeline) process(ctx context.Context, b ingest.Batch, done func(*bolt.
 	if p.state != nil {
 		p.state.observe(b.Source, newest, res.checkpointed)
 	}
+	stored := p.now()
 	for _, f := range res.found {
 		p.metrics.findings.WithLabelValues(f.Rule, f.Severity.String()).Inc()
+		if f.Event != nil && !f.Event.Time.IsZero() && b.Source != timerSource {
+			p.metrics.eventToAlert.WithLabelValues(b.Source).Observe(max(stored.Sub(f.Event.Time).Seconds(), 0))
+		}
 	}
 	p.recent.add(res.alerts)
 	return nil
