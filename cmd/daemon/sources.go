@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -15,6 +16,7 @@ import (
 	"github.com/encwatch/encwatch/ingest/kafkasrc"
 	"github.com/encwatch/encwatch/ingest/lookup"
 	"github.com/encwatch/encwatch/ingest/s3sqs"
+	"github.com/encwatch/encwatch/rules"
 )
 
 // sourceEnv is what every source is built with.
@@ -87,7 +89,10 @@ func lookupSource(ctx context.Context, e sourceEnv) (ingest.Source, error) {
 			targets = append(targets, t)
 		}
 	}
-	return lookup.New(lookup.Options{Targets: targets, Interval: l.Interval.D(), Overlap: l.Overlap.D(), StartFrom: l.StartFrom.D(),
+	// Gets are paged only for encryption-read-burst (a policy reload that
+	// turns it on or off takes effect at the next start).
+	reads := !slices.Contains(e.cfg.Policy.Disabled, rules.EncryptionReadBurst)
+	return lookup.New(lookup.Options{Targets: targets, Interval: l.Interval.D(), Overlap: l.Overlap.D(), StartFrom: l.StartFrom.D(), Reads: reads,
 		Checkpoints: e.cps, Limits: e.cfg.IngestLimits(), OnError: e.onError("lookup"), Logger: e.logger("lookup"), Metrics: lookup.NewMetrics(e.reg)})
 }
 

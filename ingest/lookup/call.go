@@ -28,7 +28,7 @@ func reasonOf(err error) string {
 func (p *poller) call(ctx context.Context, in *cloudtrail.LookupEventsInput) (*cloudtrail.LookupEventsOutput, error) {
 	wait := backoff.Backoff{Min: p.o.MinBackoff, Max: p.o.MaxBackoff}
 	for {
-		if err := p.limiter.Wait(ctx); err != nil {
+		if err := p.limiter.Wait(ctx, p.low); err != nil {
 			return nil, err
 		}
 		p.o.Metrics.calls.WithLabelValues(p.t.Region).Inc()

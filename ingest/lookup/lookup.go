@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -27,16 +28,24 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/encwatch/encwatch/ingest"
+	"github.com/encwatch/encwatch/ingest/backoff"
 )
 
-// eventNames are looked up one per call: LookupEvents takes one attribute,
+// changeNames are looked up one per call: LookupEvents takes one attribute,
 // and by event name it returns exactly the events we need on both S3 and S3
-// Express, where by event source it would return every S3 call.
+// Express, where by event source it would return every S3 call. A poll of
+// the changes costs at least len(changeNames) calls.
 //
-// The KMS events that make a key unusable come first after Put and Delete:
-// a poll costs at least len(eventNames) calls.
-var eventNames = []string{ingest.PutBucketEncryption, ingest.DeleteBucketEncryption,
-	ingest.ScheduleKeyDeletion, ingest.DisableKey, ingest.DeleteKey, ingest.GetBucketEncryption}
+// GetBucketEncryption (readNames) is polled on its own, at a lower
+// priority: AWS Config, Macie and Security Hub read every bucket's
+// encryption every day, so a window may hold thousands of Gets, and paging
+// them must never delay a Put, a Delete or a KMS event.
+var (
+	changeNames = []string{ingest.PutBucketEncryption, ingest.DeleteBucketEncryption,
+		ingest.ScheduleKeyDeletion, ingest.DisableKey, ingest.DeleteKey}
+	readNames  = []string{ingest.GetBucketEncryption}
+	eventNames = append(append([]string(nil), changeNames...), readNames...)
+)
 
 // maxLookback is how far back LookupEvents keeps events.
 const maxLookback = 90 * 24 * time.Hour
@@ -78,6 +87,9 @@ type Options struct {
 	// (record size, nesting, invalid UTF-8): LookupEvents returns what
 	// the caller of the API wrote.
 	Limits ingest.Limits
+	// Reads polls GetBucketEncryption too (for encryption-read-burst); off,
+	// Gets are never paged.
+	Reads bool
 	// OnError receives each CloudTrailEvent that could not be read.
 	OnError func(pos ingest.Position, err error)
 	Logger  zerolog.Logger
@@ -159,9 +171,15 @@ func (s *Source) Run(ctx context.Context, handle ingest.Handler) error {
 		// previous process.
 		lim := rate.NewLimiter(rate.Limit(s.o.Rate), 1)
 		lim.Allow()
-		p := &poller{o: &s.o, src: s, t: t, handle: handle, limiter: lim,
-			log: s.o.Logger.With().Str("account", t.Account).Str("region", t.Region).Logger()}
+		shared := &prioLimiter{lim: lim}
+		log := s.o.Logger.With().Str("account", t.Account).Str("region", t.Region).Logger()
+		p := &poller{o: &s.o, src: s, t: t, handle: handle, limiter: shared, names: changeNames, key: Key(t.Account, t.Region), log: log}
 		g.Go(func() error { return p.run(ctx) })
+		if s.o.Reads {
+			r := &poller{o: &s.o, src: s, t: t, handle: handle, limiter: shared, names: readNames, key: Key(t.Account, t.Region) + "/reads", low: true,
+				log: log.With().Str("stream", "reads").Logger()}
+			g.Go(func() error { return r.run(ctx) })
+		}
 	}
 	err := g.Wait()
 	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
@@ -185,9 +203,34 @@ type poller struct {
 	src     *Source
 	t       Target
 	handle  ingest.Handler
-	limiter *rate.Limiter
+	limiter *prioLimiter
+	names   []string // the event names this stream looks up
+	key     string   // its checkpoint
+	low     bool     // calls give way to the other stream's
 	log     zerolog.Logger
 	cp      checkpoint
+}
+
+// prioLimiter is a target's call budget, shared by its two streams: a
+// low-priority call waits while a high-priority one is waiting, so a
+// change is delayed by at most the one read call in progress.
+type prioLimiter struct {
+	lim  *rate.Limiter
+	high atomic.Int32
+}
+
+func (l *prioLimiter) Wait(ctx context.Context, low bool) error {
+	if !low {
+		l.high.Add(1)
+		defer l.high.Add(-1)
+		return l.lim.Wait(ctx)
+	}
+	for l.high.Load() > 0 {
+		if !backoff.Sleep(ctx, 20*time.Millisecond) {
+			return ctx.Err()
+		}
+	}
+	return l.lim.Wait(ctx)
 }
 
 // maxPollBackoff bounds how long a target whose polls keep failing (its
@@ -245,7 +288,7 @@ func (p *poller) load() error {
 	if p.o.Checkpoints == nil {
 		return nil
 	}
-	raw, err := p.o.Checkpoints.Checkpoint(Key(p.t.Account, p.t.Region))
+	raw, err := p.o.Checkpoints.Checkpoint(p.key)
 	if err != nil {
 		return fmt.Errorf("lookup %s/%s: reading checkpoint: %w", p.t.Account, p.t.Region, err)
 	}
@@ -274,7 +317,7 @@ func (p *poller) poll(ctx context.Context) error {
 	if oldest := now.Add(-maxLookback + time.Minute); start.Before(oldest) {
 		start = oldest
 	}
-	for _, name := range eventNames {
+	for _, name := range p.names {
 		in := &cloudtrail.LookupEventsInput{
 			LookupAttributes: []types.LookupAttribute{{AttributeKey: types.LookupAttributeKeyEventName, AttributeValue: aws.String(name)}},
 			StartTime:        aws.Time(start), EndTime: aws.Time(now), MaxResults: aws.Int32(50),
@@ -303,7 +346,9 @@ func (p *poller) poll(ctx context.Context) error {
 	if err := p.commit(ctx, nil); err != nil {
 		return err
 	}
-	p.o.Metrics.checkpoint.WithLabelValues(p.t.Region).Set(float64(now.Unix()))
+	if !p.low {
+		p.o.Metrics.checkpoint.WithLabelValues(p.t.Region).Set(float64(now.Unix()))
+	}
 	return nil
 }
 
@@ -372,7 +417,7 @@ func (p *poller) commit(ctx context.Context, events []*ingest.Event) error {
 	if err != nil {
 		return err
 	}
-	b := ingest.Batch{Source: "lookup", Events: events, Checkpoints: map[string][]byte{Key(p.t.Account, p.t.Region): raw}}
+	b := ingest.Batch{Source: "lookup", Events: events, Checkpoints: map[string][]byte{p.key: raw}}
 	if err := p.handle(ctx, b); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()

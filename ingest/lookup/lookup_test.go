@@ -88,7 +88,7 @@ func TestLateEventsOnceAcrossRestart(t *testing.T) {
 	}
 	add("late-old", ingest.PutBucketEncryption, 12*time.Minute, 3*time.Second) // visible late, eventTime long ago
 	add("late-new", ingest.DeleteBucketEncryption, time.Minute, 2*time.Second) // out of order with late-old
-	add("after-restart", ingest.DeleteBucketEncryption, 10*time.Minute, 7*time.Second)
+	add("after-restart", ingest.DeleteBucketEncryption, 10*time.Minute, 11*time.Second) // visible once the first run ended
 	emu.FailNext(2, 503)
 
 	c := &collector{events: map[string]int{}, cps: map[string][]byte{}}
@@ -97,7 +97,7 @@ func TestLateEventsOnceAcrossRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		src, err := lookup.New(lookup.Options{Targets: []lookup.Target{tg}, Interval: 300 * time.Millisecond, Overlap: 20 * time.Minute,
+		src, err := lookup.New(lookup.Options{Targets: []lookup.Target{tg}, Interval: 300 * time.Millisecond, Overlap: 20 * time.Minute, Reads: true,
 			MinBackoff: 50 * time.Millisecond, Checkpoints: c, Logger: zerolog.Nop()})
 		if err != nil {
 			t.Fatal(err)
@@ -108,7 +108,7 @@ func TestLateEventsOnceAcrossRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	run(10 * time.Second) // a poll is six lookups, each at least one call at 1.8 a second
+	run(10 * time.Second) // a poll of the changes is five lookups, each at least one call at 1.8 a second
 	got, _ := c.count()
 	if got["late-old"] != 1 || got["late-new"] != 1 || got["after-restart"] != 0 {
 		t.Fatalf("before restart: late-old %d late-new %d after-restart %d", got["late-old"], got["late-new"], got["after-restart"])
@@ -199,7 +199,7 @@ func TestThrottlingSurvived(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &collector{events: map[string]int{}, cps: map[string][]byte{}}
-	src, _ := lookup.New(lookup.Options{Targets: []lookup.Target{tg}, Interval: time.Hour, Rate: 20, MinBackoff: 100 * time.Millisecond, Checkpoints: c, Logger: zerolog.Nop()})
+	src, _ := lookup.New(lookup.Options{Targets: []lookup.Target{tg}, Interval: time.Hour, Rate: 20, Reads: true, MinBackoff: 100 * time.Millisecond, Checkpoints: c, Logger: zerolog.Nop()})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	go func() {
@@ -337,4 +337,71 @@ func TestPermissionTakenAway(t *testing.T) {
 		t.Error("the recovery is not logged")
 	}
 	t.Logf("%d calls to the denied Region while denied", denied)
+}
+
+// TestPutsDoNotWaitForGets: with 10,000 GetBucketEncryption events in the
+// window (paging them takes about 110 s at the API's rate), a Put that
+// becomes visible after the start is handed on within a few intervals,
+// while the Gets are still being paged; and with reads off, no Get is
+// looked up at all.
+func TestPutsDoNotWaitForGets(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs for about 15 s")
+	}
+	emu := emulator(t)
+	emu.Delay = 0
+	now := time.Now()
+	for i := range 10000 {
+		raw := rec(fmt.Sprintf("get-%05d", i), ingest.GetBucketEncryption, fmt.Sprint("b", i%500), now.Add(-time.Duration(i%900)*time.Second))
+		if err := emu.AddRecord("111122223333", "us-east-1", raw, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	visible := now.Add(4 * time.Second)
+	if err := emu.AddRecord("111122223333", "us-east-1", rec("the-put", ingest.PutBucketEncryption, "shop", now.Add(-time.Minute)), visible); err != nil {
+		t.Fatal(err)
+	}
+	tg, err := lookup.NewTarget(context.Background(), "us-east-1", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, reads := range []bool{true, false} {
+		c := &collector{events: map[string]int{}, cps: map[string][]byte{}}
+		src, _ := lookup.New(lookup.Options{Targets: []lookup.Target{tg}, Interval: time.Second, Overlap: 20 * time.Minute, StartFrom: time.Hour, Reads: reads,
+			Checkpoints: c, Logger: zerolog.Nop()})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		runStart := time.Now()
+		go func() { done <- src.Run(ctx, c.handle) }()
+		var at time.Time
+		testkit.Eventually(t, 30*time.Second, func() bool {
+			ev, _ := c.count()
+			if ev["the-put"] > 0 && at.IsZero() {
+				at = time.Now()
+			}
+			return !at.IsZero()
+		}, "the Put was not handed on")
+		ev, total := c.count()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		delay := at.Sub(visible)
+		if runStart.After(visible) {
+			delay = at.Sub(runStart) // visible before this run began
+		}
+		if reads && (total-1 >= 10000 || total < 2) {
+			t.Errorf("reads on: %d Gets handed on by the time of the Put; want some, not all (they are still paging)", total-1)
+		}
+		if !reads && total != 1 {
+			t.Errorf("reads off: %d events, want the Put alone", total)
+		}
+		if delay > 5*time.Second {
+			t.Errorf("reads %v: the Put came %v after it became visible; the interval is 1s", reads, delay)
+		}
+		if m := emu.MaxCallsPerSecond("111122223333", "us-east-1"); m > 2 {
+			t.Errorf("%d calls within a second", m)
+		}
+		t.Logf("reads %v: Put handed on %v after it became visible (or the source started), with %d of 10,000 Gets handed on by then", reads, delay.Round(10*time.Millisecond), total-ev["the-put"])
+	}
 }
