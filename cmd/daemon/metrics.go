@@ -33,7 +33,7 @@ func newPipelineMetrics(reg prometheus.Registerer) *pipelineMetrics {
 			Help: "Time to judge a batch and store its findings and checkpoints.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
 	m.eventToAlert = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "encwatch_event_to_alert_seconds",
-		Help: "From a finding's eventTime to its alert stored in the outbox, by source: CloudTrail's delivery delay plus encwatch's cost (delivery to each sink is encwatch_delivery_latency_seconds).",
+		Help:    "From a finding's eventTime to its alert stored in the outbox, by source: CloudTrail's delivery delay plus encwatch's cost (delivery to each sink is encwatch_delivery_latency_seconds).",
 		Buckets: []float64{0.01, 0.1, 1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200}}, []string{"source"})
 	m.customErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_custom_rule_errors_total",
 		Help: "Custom rules that failed on an event (evaluation error or cost limit), by rule; the rule is skipped for that event."}, []string{"rule", "reason"})

@@ -86,8 +86,8 @@ func TestLateEventsOnceAcrossRestart(t *testing.T) {
 	for i := range 120 { // more than two pages
 		add(fmt.Sprintf("early-%03d", i), ingest.GetBucketEncryption, time.Duration(i)*time.Second, 0)
 	}
-	add("late-old", ingest.PutBucketEncryption, 12*time.Minute, 3*time.Second) // visible late, eventTime long ago
-	add("late-new", ingest.DeleteBucketEncryption, time.Minute, 2*time.Second) // out of order with late-old
+	add("late-old", ingest.PutBucketEncryption, 12*time.Minute, 3*time.Second)          // visible late, eventTime long ago
+	add("late-new", ingest.DeleteBucketEncryption, time.Minute, 2*time.Second)          // out of order with late-old
 	add("after-restart", ingest.DeleteBucketEncryption, 10*time.Minute, 11*time.Second) // visible once the first run ended
 	emu.FailNext(2, 503)
 
