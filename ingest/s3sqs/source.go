@@ -23,6 +23,7 @@ import (
 type SQSAPI interface {
 	ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, opts ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error)
 	DeleteMessage(ctx context.Context, in *sqs.DeleteMessageInput, opts ...func(*sqs.Options)) (*sqs.DeleteMessageOutput, error)
+	DeleteMessageBatch(ctx context.Context, in *sqs.DeleteMessageBatchInput, opts ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error)
 	ChangeMessageVisibility(ctx context.Context, in *sqs.ChangeMessageVisibilityInput, opts ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error)
 }
 
@@ -107,7 +108,7 @@ func (s *Source) worker(ctx context.Context, n int, handle ingest.Handler) error
 	wait := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
 	for ctx.Err() == nil {
 		out, err := s.o.SQS.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
-			QueueUrl: aws.String(s.o.QueueURL), MaxNumberOfMessages: 1, WaitTimeSeconds: int32(s.o.WaitTime / time.Second),
+			QueueUrl: aws.String(s.o.QueueURL), MaxNumberOfMessages: 10, WaitTimeSeconds: int32(s.o.WaitTime / time.Second),
 			VisibilityTimeout:           int32(s.o.Visibility / time.Second),
 			MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameApproximateReceiveCount},
 		})
@@ -122,18 +123,42 @@ func (s *Source) worker(ctx context.Context, n int, handle ingest.Handler) error
 			continue
 		}
 		wait.Reset()
-		for _, m := range out.Messages {
-			if err := s.message(ctx, m, handle, log); err != nil {
-				return err
+		// Up to 10 messages a call: each stays invisible while it waits its
+		// turn and while its files are read, and those done are deleted
+		// together once the last is stored.
+		hctx, stopBeats := context.WithCancel(ctx)
+		beats := make([]context.CancelFunc, len(out.Messages))
+		for i, m := range out.Messages {
+			bctx, stop := context.WithCancel(hctx)
+			beats[i] = stop
+			go s.heartbeat(bctx, m, log)
+		}
+		var done []types.Message
+		var herr error
+		for i, m := range out.Messages {
+			ok, err := s.message(ctx, m, handle, log)
+			beats[i]()
+			if err != nil {
+				herr = err
+				break
 			}
+			if ok {
+				done = append(done, m)
+			}
+		}
+		stopBeats()
+		s.deleteBatch(ctx, done, log)
+		if herr != nil {
+			return herr
 		}
 	}
 	return nil
 }
 
-// message handles one SQS message. It returns an error only when the
-// pipeline fails; unreadable files leave the message for redelivery.
-func (s *Source) message(ctx context.Context, m types.Message, handle ingest.Handler, log zerolog.Logger) error {
+// message handles one SQS message and reports whether it is done (to be
+// deleted). It returns an error only when the pipeline fails; unreadable
+// files leave the message for redelivery.
+func (s *Source) message(ctx context.Context, m types.Message, handle ingest.Handler, log zerolog.Logger) (bool, error) {
 	id := aws.ToString(m.MessageId)
 	log = log.With().Str("message_id", id).Logger()
 	s.o.Metrics.inFlight.Inc()
@@ -143,23 +168,19 @@ func (s *Source) message(ctx context.Context, m types.Message, handle ingest.Han
 	switch {
 	case errors.Is(err, ErrTestEvent):
 		s.o.Metrics.messages.WithLabelValues("test_event").Inc()
-		return s.delete(ctx, m, log)
+		return true, nil
 	case err != nil:
 		s.o.Metrics.messages.WithLabelValues("unreadable").Inc()
 		log.Error().Err(err).Int("receives", receives).Msg("SQS message unreadable; left to the queue's dead-letter policy")
-		return nil
+		return false, nil
 	}
-	// Keep the message invisible while its files are read.
-	hctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go s.heartbeat(hctx, m, log)
 	for _, o := range objs {
 		if err := s.object(ctx, o, handle); err != nil {
 			if ingest.IsHandlerError(err) {
-				return err
+				return false, err
 			}
 			if ctx.Err() != nil {
-				return nil
+				return false, nil
 			}
 			s.o.Metrics.objectErrors.Inc()
 			if receives >= s.o.MaxReceives {
@@ -170,12 +191,11 @@ func (s *Source) message(ctx context.Context, m types.Message, handle ingest.Han
 				log.Warn().Err(err).Str("bucket", o.Bucket).Str("key", o.Key).Int("receives", receives).
 					Msg("log file unreadable; SQS will deliver the message again")
 			}
-			return nil // not deleted: redelivered after the visibility timeout
+			return false, nil // not deleted: redelivered after the visibility timeout
 		}
 	}
-	stop()
 	s.o.Metrics.messages.WithLabelValues("done").Inc()
-	return s.delete(ctx, m, log)
+	return true, nil
 }
 
 // object streams one log file through the decoder into the pipeline.
@@ -231,13 +251,27 @@ func (s *Source) heartbeat(ctx context.Context, m types.Message, log zerolog.Log
 	}
 }
 
-func (s *Source) delete(ctx context.Context, m types.Message, log zerolog.Logger) error {
-	_, err := s.o.SQS.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: aws.String(s.o.QueueURL), ReceiptHandle: m.ReceiptHandle})
-	if err != nil && ctx.Err() == nil {
-		// The findings are stored; a redelivery only repeats them.
-		log.Warn().Err(err).Msg("deleting the SQS message failed; it will be read again")
+// deleteBatch deletes messages whose findings are stored, up to 10 a call.
+// A message that fails to delete is read again later: its findings are
+// stored, so a redelivery only repeats them.
+func (s *Source) deleteBatch(ctx context.Context, ms []types.Message, log zerolog.Logger) {
+	for len(ms) > 0 && ctx.Err() == nil {
+		n := min(len(ms), 10)
+		var entries []types.DeleteMessageBatchRequestEntry
+		for i, m := range ms[:n] {
+			entries = append(entries, types.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: m.ReceiptHandle})
+		}
+		out, err := s.o.SQS.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(s.o.QueueURL), Entries: entries})
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn().Err(err).Int("messages", n).Msg("deleting SQS messages failed; they will be read again")
+		case err == nil && len(out.Failed) > 0:
+			for _, f := range out.Failed {
+				log.Warn().Str("code", aws.ToString(f.Code)).Str("reason", aws.ToString(f.Message)).Msg("deleting an SQS message failed; it will be read again")
+			}
+		}
+		ms = ms[n:]
 	}
-	return nil
 }
 
 // Metrics are the SQS source's metrics.
