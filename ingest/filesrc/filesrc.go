@@ -8,6 +8,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -35,6 +37,9 @@ type Source struct {
 	Logger      zerolog.Logger
 	// OnError receives unreadable records and files (for metrics).
 	OnError func(pos ingest.Position, err error)
+	// Workers decode that many files at once (default: the number of
+	// CPUs); the files are still handed on one after another, in order.
+	Workers int
 }
 
 // DefaultPollInterval is how often a watched tree is listed by default.
@@ -74,16 +79,11 @@ func (s *Source) Run(ctx context.Context, handle ingest.Handler) error {
 			}
 			s.Logger.Warn().Err(err).Msg("listing watched paths")
 		}
-		for _, in := range inputs {
+		if err := s.round(ctx, inputs, handle); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if err := s.file(ctx, in, handle); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return err
-			}
+			return err
 		}
 		first = false
 		if !s.Watch {
@@ -98,49 +98,128 @@ func (s *Source) Run(ctx context.Context, handle ingest.Handler) error {
 	}
 }
 
-// file reads one input unless its checkpoint says it is done.
-func (s *Source) file(ctx context.Context, in ingest.Input, handle ingest.Handler) error {
+// decoded is one file read ahead: its events, stats and checkpoint.
+type decoded struct {
+	skip   bool // unchanged since done, or still being written
+	events []*ingest.Event
+	st     ingest.Stats
+	done   map[string][]byte
+	err    error // the checkpoint could not be read
+}
+
+// round reads the inputs of one listing: Workers files are decoded at
+// once, and each is handed on, with its checkpoint, in listing order once
+// the ones before it were. At most 2 x Workers files are held decoded.
+func (s *Source) round(ctx context.Context, inputs []ingest.Input, handle ingest.Handler) error {
+	workers := s.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make([]chan decoded, len(inputs))
+	for i := range results {
+		results[i] = make(chan decoded, 1)
+	}
+	ahead := make(chan struct{}, 2*workers)
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				results[i] <- s.decode(ctx, inputs[i])
+			}
+		}()
+	}
+	go func() {
+		defer close(jobs)
+		for i := range inputs {
+			select {
+			case ahead <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case jobs <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	defer func() { cancel(); wg.Wait() }() // the workers stop before round returns
+	for i := range inputs {
+		var d decoded
+		select {
+		case d = <-results[i]:
+		case <-ctx.Done():
+			return nil
+		}
+		<-ahead
+		if d.err != nil {
+			return d.err
+		}
+		if d.skip {
+			continue
+		}
+		b := &ingest.Batcher{Source: "files", Handle: handle}
+		for _, ev := range d.events {
+			if err := b.Add(ctx, ev); err != nil {
+				return err
+			}
+		}
+		if err := b.Flush(ctx, d.st, d.done); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// decode reads one input unless its checkpoint says it is done.
+func (s *Source) decode(ctx context.Context, in ingest.Input) decoded {
 	if in.Path == ingest.Stdin {
-		return errors.New("the files source cannot read standard input")
+		return decoded{err: errors.New("the files source cannot read standard input")}
 	}
 	info, err := os.Stat(in.Path)
 	if err != nil {
 		s.Logger.Warn().Err(err).Str("file", in.Path).Msg("file vanished")
-		return nil
+		return decoded{skip: true}
 	}
 	if s.Watch && time.Since(info.ModTime()) < s.Settle {
-		return nil // still being written; next round
+		return decoded{skip: true} // still being written; next round
 	}
 	key := Key(in.Path)
 	if s.Checkpoints != nil {
 		raw, err := s.Checkpoints.Checkpoint(key)
 		if err != nil {
-			return err
+			return decoded{err: err}
 		}
 		if raw != nil {
-			return nil
+			return decoded{skip: true}
 		}
 	}
 	mark, _ := json.Marshal(fileMark{Size: info.Size(), MTime: info.ModTime().UTC(), Done: time.Now().UTC()})
-	done := map[string][]byte{key: mark}
-	b := &ingest.Batcher{Source: "files", Handle: handle}
+	d := decoded{done: map[string][]byte{key: mark}}
 	rc, err := ingest.Open(in)
 	if err != nil {
 		s.report(ingest.Position{Source: in.Path}, err)
-		return b.Flush(ctx, ingest.Stats{Errors: 1}, done)
+		d.st = ingest.Stats{Errors: 1}
+		return d
 	}
 	defer rc.Close()
 	dec := ingest.Decoder{Source: in.Path, DataEvents: s.DataEvents, Limits: s.Limits, OnError: s.report,
-		OnEvent: func(ev *ingest.Event) error { return b.Add(ctx, ev) }}
+		OnEvent: func(ev *ingest.Event) error {
+			d.events = append(d.events, ev)
+			return ctx.Err()
+		}}
 	st, err := dec.Decode(rc)
-	if ingest.IsHandlerError(err) {
-		return err
-	}
-	if err != nil {
+	if err != nil && ctx.Err() == nil {
 		s.report(ingest.Position{Source: in.Path, Offset: st.Bytes}, err)
 	}
 	s.Logger.Debug().Str("file", in.Path).Int64("records", st.Records).Int64("events", st.Events).Msg("file read")
-	return b.Flush(ctx, st, done)
+	d.st = st
+	return d
 }
 
 func (s *Source) report(pos ingest.Position, err error) {
