@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/encwatch/encwatch/fixtures/testkit"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rs/zerolog"
 
@@ -185,5 +186,56 @@ func TestSourceWithEmulators(t *testing.T) {
 	}
 	if g := store.Gets()["trail/AWSLogs/1/CloudTrail-Digest/us-east-1/d.json.gz"]; g != 0 {
 		t.Error("a digest object was read")
+	}
+}
+
+// TestReceivePermissionTakenAway: while ReceiveMessage is denied the
+// workers back off (no tight loop, a log line when the wait grows), the
+// failure is counted by reason and reported for /readyz; once allowed
+// again the messages are read and the report clears.
+func TestReceivePermissionTakenAway(t *testing.T) {
+	q, store := awsemu.NewSQS(), awsemu.NewS3()
+	qs, ss := httptest.NewServer(q), httptest.NewServer(store)
+	defer qs.Close()
+	defer ss.Close()
+	testkit.AWSEnv(t, qs.URL)
+	t.Setenv("AWS_ENDPOINT_URL_S3", ss.URL)
+	b, _ := os.ReadFile("../../fixtures/records/gp-delete.json")
+	store.Put("trail", "AWSLogs/1/CloudTrail/us-east-1/a.json", b)
+	q.Send(`{"s3Bucket":"trail","s3ObjectKey":["AWSLogs/1/CloudTrail/us-east-1/a.json"]}`)
+	q.Deny(true)
+	sq, s3c, err := s3sqs.NewClients(context.Background(), "http://queue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	var logs testkit.Buffer
+	c := &collector{ids: map[string]int{}}
+	src, _ := s3sqs.New(s3sqs.Options{QueueURL: qs.URL + "/111122223333/trail-logs", SQS: sq, S3: s3c, Workers: 2, WaitTime: time.Second,
+		Visibility: 10 * time.Second, Logger: zerolog.New(&logs), Metrics: s3sqs.NewMetrics(reg)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, c.handle) }()
+	time.Sleep(4 * time.Second)
+	calls := q.Calls()["ReceiveMessage"]
+	failing := src.Failing()
+	if calls > 8 || calls < 2 {
+		t.Errorf("%d ReceiveMessage calls in 4 s while denied; want a few (backing off)", calls)
+	}
+	if len(failing) != 1 || !strings.Contains(failing[0], "AccessDenied") {
+		t.Errorf("Failing() = %v", failing)
+	}
+	if got := testkit.MetricValue(t, reg, "encwatch_sqs_receive_errors_total", "reason", "AccessDenied"); int(got) != calls {
+		t.Errorf("receive errors{AccessDenied} = %v, calls %d", got, calls)
+	}
+	if n := strings.Count(logs.String(), "SQS ReceiveMessage failed"); n >= calls || n == 0 {
+		t.Errorf("%d warnings for %d failures: want one per longer wait", n, calls)
+	}
+	q.Deny(false)
+	testkit.Eventually(t, 20*time.Second, func() bool { return c.count() > 0 }, "no message read once allowed again")
+	testkit.Eventually(t, 5*time.Second, func() bool { return len(src.Failing()) == 0 }, "the failure was not cleared")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

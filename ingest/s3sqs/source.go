@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/encwatch/encwatch/ingest"
+	"github.com/encwatch/encwatch/ingest/awserr"
 	"github.com/encwatch/encwatch/ingest/backoff"
 )
 
@@ -64,7 +66,60 @@ type Options struct {
 }
 
 // Source reads log files announced through SQS.
-type Source struct{ o Options }
+type Source struct {
+	o Options
+
+	mu      sync.Mutex
+	failing string        // why receives fail, since when; "" when they work
+	logged  time.Duration // the longest wait already logged
+}
+
+// Failing returns the queue's failure when its receives fail (AccessDenied,
+// a deleted queue, ...), for /readyz; nil when they work.
+func (s *Source) Failing() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failing == "" {
+		return nil
+	}
+	return []string{s.o.QueueURL + ": " + s.failing}
+}
+
+// maxReceiveBackoff bounds the wait of a worker whose receives keep failing
+// for good (the role lost sqs:ReceiveMessage, the queue is gone).
+const maxReceiveBackoff = 10 * time.Minute
+
+// receiveFailed records a failed receive and returns how long to wait. A
+// failure retrying cannot fix (AccessDenied, no such queue) waits up to 10
+// minutes, any other up to 30 s; the log says so at the first failure and
+// when the wait has grown fourfold, not at every failure.
+func (s *Source) receiveFailed(err error, wait *backoff.Backoff, log zerolog.Logger) time.Duration {
+	reason := awserr.Reason(err)
+	s.o.Metrics.receiveErrors.WithLabelValues(reason).Inc()
+	if !awserr.Retryable(err) {
+		wait.Max = maxReceiveBackoff
+	}
+	d := wait.Next()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failing == "" {
+		s.failing = reason + " since " + time.Now().UTC().Format(time.RFC3339)
+	}
+	if s.logged == 0 || d >= 4*s.logged { // the first failure, then as the wait grows fourfold
+		s.logged = d
+		log.Warn().Err(err).Str("reason", reason).Dur("retry_in", d).Msg("SQS ReceiveMessage failed; waiting (check the task role's sqs:ReceiveMessage and the queue)")
+	}
+	return d
+}
+
+func (s *Source) receiveWorked(log zerolog.Logger) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failing != "" {
+		log.Info().Str("was", s.failing).Msg("SQS receives work again")
+		s.failing, s.logged = "", 0
+	}
+}
 
 // New checks the options and returns a Source.
 func New(o Options) (*Source, error) {
@@ -116,13 +171,12 @@ func (s *Source) worker(ctx context.Context, n int, handle ingest.Handler) error
 			if ctx.Err() != nil {
 				return nil
 			}
-			s.o.Metrics.receiveErrors.Inc()
-			d := wait.Next()
-			log.Warn().Err(err).Dur("retry_in", d).Msg("SQS ReceiveMessage failed")
-			backoff.Sleep(ctx, d)
+			backoff.Sleep(ctx, s.receiveFailed(err, &wait, log))
 			continue
 		}
 		wait.Reset()
+		wait.Max = 30 * time.Second
+		s.receiveWorked(log)
 		// Up to 10 messages a call: each stays invisible while it waits its
 		// turn and while its files are read, and those done are deleted
 		// together once the last is stored.
@@ -276,9 +330,10 @@ func (s *Source) deleteBatch(ctx context.Context, ms []types.Message, log zerolo
 
 // Metrics are the SQS source's metrics.
 type Metrics struct {
-	inFlight                                                        prometheus.Gauge
-	messages                                                        *prometheus.CounterVec
-	receiveErrors, objectErrors, gaveUp, extensions, bytes, skipped prometheus.Counter
+	inFlight                                         prometheus.Gauge
+	messages                                         *prometheus.CounterVec
+	receiveErrors                                    *prometheus.CounterVec
+	objectErrors, gaveUp, extensions, bytes, skipped prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: not
@@ -288,8 +343,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "encwatch_sqs_messages_in_flight", Help: "SQS messages being processed."}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_sqs_messages_total",
 			Help: "SQS messages handled, by outcome (done, test_event, unreadable)."}, []string{"outcome"}),
-		receiveErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "encwatch_sqs_receive_errors_total", Help: "Failed ReceiveMessage calls."}),
-		objectErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "encwatch_sqs_object_errors_total", Help: "Log files that could not be read (left for redelivery)."}),
+		receiveErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_sqs_receive_errors_total",
+			Help: "Failed ReceiveMessage calls, by reason (the AWS error code, or server, network)."}, []string{"reason"}),
+		objectErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "encwatch_sqs_object_errors_total", Help: "Log files that could not be read (left for redelivery)."}),
 		gaveUp: prometheus.NewCounter(prometheus.CounterOpts{Name: "encwatch_sqs_max_receives_total",
 			Help: "Messages still failing after maxReceives, left to the queue's dead-letter policy."}),
 		extensions: prometheus.NewCounter(prometheus.CounterOpts{Name: "encwatch_sqs_visibility_extensions_total", Help: "Visibility timeouts extended while reading."}),
