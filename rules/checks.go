@@ -236,7 +236,7 @@ func (x *evaluation) readBurst() error {
 		return err
 	}
 	rb := x.e.policy.ReadBurst
-	fire, n := rd.observe(StateKey(ev.Bucket), ev.Time, rb.Window.D(), rb.Buckets)
+	fire, n := rd.observe(StateKey(ev.Bucket), x.at, rb.Window.D(), rb.Buckets)
 	if err := x.st.PutReads(key, rd); err != nil {
 		return err
 	}

@@ -139,7 +139,7 @@ func (x *evaluation) count(key, rule string, sev Severity, setting string) error
 	if err != nil {
 		return err
 	}
-	if ok && !ev.Time.Before(g.Start.Add(window)) {
+	if ok && !x.at.Before(g.Start.Add(window)) {
 		if err := x.close(g); err != nil {
 			return err
 		}
@@ -147,7 +147,7 @@ func (x *evaluation) count(key, rule string, sev Severity, setting string) error
 	}
 	if !ok {
 		first := *ev
-		g = Group{Key: key, Rule: rule, Severity: sev, Setting: setting, Start: ev.Time, First: &first}
+		g = Group{Key: key, Rule: rule, Severity: sev, Setting: setting, Start: x.at, First: &first}
 	}
 	g.Count++
 	if sev > g.Severity {

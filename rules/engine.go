@@ -66,6 +66,33 @@ type Engine struct {
 	onKMSCopy   func(bucketType string)
 	onSuppress  func(rule, reason string)
 	swept       time.Time // event time of the last sweep of closed windows
+	clock       func() time.Time
+}
+
+// MaxClockSkew is how far in the future of the process clock an event's
+// time may be for windows: a later eventTime (a broken or hostile record,
+// a skewed clock) counts as now plus this, so that it cannot hold windows
+// open or move them ahead of every other event.
+const MaxClockSkew = 15 * time.Minute
+
+// SetClock sets the clock windows are bounded by (default time.Now).
+func (e *Engine) SetClock(now func() time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.clock = now
+}
+
+// windowTime is the time an event counts at in windows: its eventTime, at
+// most MaxClockSkew after now.
+func (e *Engine) windowTime(ev *ingest.Event) time.Time {
+	now := time.Now
+	if e.clock != nil {
+		now = e.clock
+	}
+	if lim := now().Add(MaxClockSkew); ev.Time.After(lim) {
+		return lim
+	}
+	return ev.Time
 }
 
 // New returns an engine for a validated policy, a state store (nil: in
@@ -110,6 +137,7 @@ type evaluation struct {
 	st       State
 	ev       *ingest.Event
 	key      string      // the bucket's state key
+	at       time.Time   // the event's time for windows (windowTime)
 	known    BucketState // what was known of the bucket before the event
 	findings []Finding
 }
@@ -237,10 +265,12 @@ func (e *Engine) EvaluateIn(st State, ev *ingest.Event) ([]Finding, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	x := &evaluation{e: e, st: st, ev: ev, key: StateKey(ev.Bucket)}
-	if ev.Time.Sub(e.swept) >= sweepEvery {
-		e.swept = ev.Time
-		if err := x.guard(ruleWindows, func() error { return x.sweepAll(ev.Time) }); err != nil {
+	x := &evaluation{e: e, st: st, ev: ev, key: StateKey(ev.Bucket), at: e.windowTime(ev)}
+	// Sweep as event time advances; after a jump back of more than an hour
+	// (older files, a clock put right) start again from there.
+	if d := x.at.Sub(e.swept); d >= sweepEvery || d < -time.Hour {
+		e.swept = x.at
+		if err := x.guard(ruleWindows, func() error { return x.sweepAll(x.at) }); err != nil {
 			return x.findings, err
 		}
 	}

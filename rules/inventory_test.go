@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -226,5 +227,48 @@ func TestMissingBucketsLeave(t *testing.T) {
 	}
 	if _, ok, _ := e.state.Bucket(StateKey(ingest.NewBucket("stays", acct, "us-east-1"))); !ok {
 		t.Error("a listed bucket left the state")
+	}
+}
+
+// TestFutureEventTimesBounded: a record dated far in the future (a broken
+// or hostile record, a skewed clock) counts at most MaxClockSkew ahead of
+// the clock in windows: the data-event window it would otherwise hold
+// open closes when later events pass it, and a read burst after it is
+// still seen.
+func TestFutureEventTimesBounded(t *testing.T) {
+	p := DefaultPolicy()
+	p.DataEvents.Window = Duration(time.Minute)
+	e, err := New(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := t0
+	e.SetClock(func() time.Time { return now })
+	b := ingest.NewBucket("uploads", acct, "us-east-1")
+	put := func(id string, at time.Time) []string {
+		ev := &ingest.Event{ID: id, Name: ingest.PutObject, Source: ingest.SourceS3, Time: at, Region: "us-east-1", Account: acct, Bucket: b,
+			Actor:  ingest.Actor{Type: "IAMUser", ARN: "arn:aws:iam::" + acct + ":user/u", AccountID: acct},
+			Object: ingest.ObjectRequest{Key: "k", Requested: "AES256"}}
+		return eval(t, e, ev)
+	}
+	put("o-1", now)
+	put("o-future", time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC)) // joins the window, counts at now+15m
+	now = t0.Add(20 * time.Minute)
+	got := put("o-2", now)
+	if !slices.Contains(got, ObjectEncryptionOverride) {
+		t.Errorf("the window of o-1 did not close when event time passed it: %v", got)
+	}
+	// A read burst right after the future-dated record is still a burst.
+	var fired int
+	for i := range 25 {
+		ev := &ingest.Event{ID: fmt.Sprint("get-", i), Name: ingest.GetBucketEncryption, Source: ingest.SourceS3, Time: now.Add(time.Duration(i) * time.Second),
+			Region: "us-east-1", Account: acct, Bucket: ingest.NewBucket(fmt.Sprint("b-", i), acct, "us-east-1"),
+			Actor: ingest.Actor{Type: "IAMUser", ARN: "arn:aws:iam::" + acct + ":user/scanner", AccountID: acct}}
+		if slices.Contains(eval(t, e, ev), EncryptionReadBurst) {
+			fired++
+		}
+	}
+	if fired != 1 {
+		t.Errorf("read burst fired %d times, want 1", fired)
 	}
 }

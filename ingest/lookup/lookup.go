@@ -207,6 +207,7 @@ type poller struct {
 	names   []string // the event names this stream looks up
 	key     string   // its checkpoint
 	low     bool     // calls give way to the other stream's
+	behind  bool     // the clock is behind the checkpoint (logged once)
 	log     zerolog.Logger
 	cp      checkpoint
 }
@@ -310,6 +311,20 @@ func (p *poller) load() error {
 // not seen before page by page, then moves the checkpoint to now.
 func (p *poller) poll(ctx context.Context) error {
 	now := p.o.Now().UTC()
+	if now.Before(p.cp.Until) {
+		// The clock went back behind the checkpoint: nothing is skipped by
+		// waiting until it passes the checkpoint again, and a window that
+		// ends before it begins would only fail.
+		if !p.behind {
+			p.behind = true
+			p.log.Warn().Time("clock", now).Time("checkpoint", p.cp.Until).Msg("the clock is behind the lookup checkpoint; polls wait until it passes it")
+		}
+		return nil
+	}
+	if p.behind {
+		p.behind = false
+		p.log.Info().Msg("the clock passed the lookup checkpoint again; polling")
+	}
 	start := now.Add(-p.o.StartFrom)
 	if !p.cp.Until.IsZero() {
 		start = p.cp.Until.Add(-p.o.Overlap)

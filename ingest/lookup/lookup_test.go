@@ -405,3 +405,55 @@ func TestPutsDoNotWaitForGets(t *testing.T) {
 		t.Logf("reads %v: Put handed on %v after it became visible (or the source started), with %d of 10,000 Gets handed on by then", reads, delay.Round(10*time.Millisecond), total-ev["the-put"])
 	}
 }
+
+// TestClockJumps: the process clock jumping back behind the checkpoint
+// makes polls wait (no failure, nothing handed on twice); jumping forward
+// two hours, the poll reads from the checkpoint's overlap to the new now,
+// so the events in between are not skipped.
+func TestClockJumps(t *testing.T) {
+	emu := emulator(t)
+	emu.Delay = 0
+	real := time.Now()
+	var mu sync.Mutex
+	clock := real
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	set := func(t time.Time) { mu.Lock(); clock = t; mu.Unlock() }
+	add := func(id string, at time.Time) {
+		if err := emu.AddRecord("111122223333", "us-east-1", rec(id, ingest.DeleteBucketEncryption, "b-"+id, at), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("before", real.Add(-time.Minute))
+	tg, err := lookup.NewTarget(context.Background(), "us-east-1", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &collector{events: map[string]int{}, cps: map[string][]byte{}}
+	src, _ := lookup.New(lookup.Options{Targets: []lookup.Target{tg}, Interval: 200 * time.Millisecond, Overlap: 20 * time.Minute, StartFrom: time.Hour,
+		Checkpoints: c, Logger: zerolog.Nop(), Now: now, Rate: 20})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, c.handle) }()
+	testkit.Eventually(t, 10*time.Second, func() bool { ev, _ := c.count(); return ev["before"] == 1 }, "the first event")
+	set(real.Add(-time.Hour)) // back behind the checkpoint
+	add("while-behind", real.Add(-30*time.Second))
+	time.Sleep(time.Second)
+	if f := src.Failing(); len(f) != 0 {
+		t.Errorf("a clock behind the checkpoint made polls fail: %v", f)
+	}
+	set(real.Add(2 * time.Hour)) // forward past everything
+	add("in-the-gap", real.Add(time.Hour))
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		ev, _ := c.count()
+		return ev["while-behind"] == 1 && ev["in-the-gap"] == 1
+	}, "events after the jumps were skipped")
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ev, total := c.count()
+	if total != 3 {
+		t.Errorf("%d events handed on (%v), want each of 3 once", total, ev)
+	}
+}
