@@ -153,7 +153,8 @@ func TestDeliveryThroughTrouble(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go ob.Run(ctx, time.Second)
+	done1 := make(chan struct{})
+	go func() { ob.Run(ctx, time.Second); close(done1) }()
 	time.Sleep(300 * time.Millisecond) // refused connections meanwhile
 	r.answers = []int{503, 503, 429, 200, 400}
 	r.delay = 400 * time.Millisecond // the first answers time out
@@ -194,15 +195,16 @@ func TestDeliveryThroughTrouble(t *testing.T) {
 		t.Error("the webhook URL's token appears in the logs")
 	}
 	cancel()
+	<-done1
 	// deadletter retry: the alert goes back and is delivered.
-	time.Sleep(100 * time.Millisecond)
 	if n, err := outbox.Requeue(db, s.Name(), 0); n != 1 || err != nil {
 		t.Fatalf("requeue: %d %v", n, err)
 	}
 	ob2, _ := outbox.New(outbox.Options{DB: db, Queues: []outbox.Queue{{Sink: s}}, Logger: zerolog.Nop()})
 	ctx2, cancel2 := context.WithCancel(context.Background())
-	defer cancel2()
-	go ob2.Run(ctx2, time.Second)
+	done2 := make(chan struct{})
+	go func() { ob2.Run(ctx2, time.Second); close(done2) }()
+	defer func() { cancel2(); <-done2 }() // the outbox stops before the state closes
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		r.mu.Lock()
 		n := len(r.seen)

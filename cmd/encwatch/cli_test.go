@@ -130,10 +130,11 @@ func TestDeadletterCommand(t *testing.T) {
 		return err
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	go ob.Run(ctx, 0)
+	done := make(chan struct{})
+	go func() { ob.Run(ctx, 0); close(done) }()
 	testkit.Eventually(t, 5*time.Second, func() bool { return ob.Depth("hook") == 0 }, "the rejected alert is still in the outbox")
 	cancel()
-	time.Sleep(50 * time.Millisecond)
+	<-done
 	db.Close()
 	code, stdout, stderr := runCLI(t, "", "deadletter", "list", "--config", cfg)
 	if code != exitOK || !strings.Contains(stdout, "hook\t1\t") || !strings.Contains(stdout, "HTTP 400") || !strings.Contains(stdout, `"id":"dl-1"`) {
