@@ -48,7 +48,7 @@ func (x *evaluation) inventory() error {
 		return x.st.PutBucket(x.key, st)
 	}
 	st.ReadError = ""
-	if known.ScanDigest == x.ev.Digest && known.Algorithm != "" {
+	if known.ScanDigest != "" && known.ScanDigest == x.ev.Digest {
 		return x.st.PutBucket(x.key, st)
 	}
 	knownCfg := known.Algorithm != ""

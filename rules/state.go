@@ -91,14 +91,16 @@ const (
 )
 
 // Compliance says whether the bucket's known configuration meets the
-// policy: unknown when none is known (a bucket the scan could not read),
-// non-compliant when a finding stands for it or its algorithm or key is
-// outside the policy.
+// policy: non-compliant when a finding stands for it or its algorithm or
+// key is outside the policy, unknown when no configuration is known (a
+// bucket the scan could not read).
 func (s BucketState) Compliance() string {
 	switch {
+	case len(s.Open) > 0:
+		return NonCompliant
 	case s.Algorithm == "":
 		return Unknown
-	case len(s.Open) > 0 || !s.Compliant:
+	case !s.Compliant:
 		return NonCompliant
 	}
 	return Compliant
