@@ -63,48 +63,42 @@ func validateCore(c *Config, add addFunc) {
 	}
 }
 
+// validateTargets checks the Regions and assumed roles of a source that
+// reads accounts (lookup, inventory).
+func validateTargets(key string, regions []string, accounts []Account, missing string, add addFunc) {
+	if len(regions) == 0 {
+		add(key+".regions", "%s", missing)
+	}
+	for i, r := range regions {
+		if !regionRe.MatchString(r) {
+			add(fmt.Sprintf("%s.regions[%d]", key, i), "%q is not a Region name", r)
+		}
+	}
+	for i, a := range accounts {
+		if !strings.HasPrefix(a.RoleARN, "arn:") || !strings.Contains(a.RoleARN, ":role/") {
+			add(fmt.Sprintf("%s.accounts[%d].roleArn", key, i), "want an IAM role ARN, got %q", a.RoleARN)
+		}
+	}
+}
+
 // validateSources checks the sources section.
 func validateSources(c *Config, add addFunc) {
 	if l := c.Sources.Lookup; l != nil {
-		if len(l.Regions) == 0 {
-			add("sources.lookup.regions", "missing: name at least one Region")
-		}
-		for i, r := range l.Regions {
-			if !regionRe.MatchString(r) {
-				add(fmt.Sprintf("sources.lookup.regions[%d]", i), "%q is not a Region name", r)
-			}
-		}
+		validateTargets("sources.lookup", l.Regions, l.Accounts, "missing: name at least one Region", add)
 		if l.Interval.D() < time.Second {
 			add("sources.lookup.interval", "must be at least 1s")
 		}
 		if l.StartFrom.D() > 90*24*time.Hour {
 			add("sources.lookup.startFrom", "LookupEvents keeps 90 days; got %s", l.StartFrom.D())
 		}
-		for i, a := range l.Accounts {
-			if !strings.HasPrefix(a.RoleARN, "arn:") || !strings.Contains(a.RoleARN, ":role/") {
-				add(fmt.Sprintf("sources.lookup.accounts[%d].roleArn", i), "want an IAM role ARN, got %q", a.RoleARN)
-			}
-		}
 	}
 	if inv := c.Sources.Inventory; inv != nil {
-		if len(inv.Regions) == 0 {
-			add("sources.inventory.regions", "missing: name at least one Region (or set sources.lookup.regions)")
-		}
-		for i, r := range inv.Regions {
-			if !regionRe.MatchString(r) {
-				add(fmt.Sprintf("sources.inventory.regions[%d]", i), "%q is not a Region name", r)
-			}
-		}
+		validateTargets("sources.inventory", inv.Regions, inv.Accounts, "missing: name at least one Region (or set sources.lookup.regions)", add)
 		if inv.Interval.D() < 10*time.Second {
 			add("sources.inventory.interval", "must be at least 10s; a scan reads every bucket (6h is the default)")
 		}
 		if inv.Rate < 0.1 || inv.Rate > 1000 {
 			add("sources.inventory.rate", "must be between 0.1 and 1000 calls per second, got %v", inv.Rate)
-		}
-		for i, a := range inv.Accounts {
-			if !strings.HasPrefix(a.RoleARN, "arn:") || !strings.Contains(a.RoleARN, ":role/") {
-				add(fmt.Sprintf("sources.inventory.accounts[%d].roleArn", i), "want an IAM role ARN, got %q", a.RoleARN)
-			}
 		}
 	}
 	if s := c.Sources.SQS; s != nil {
