@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -283,13 +284,18 @@ func (ob *Outbox) Run(ctx context.Context, drain time.Duration) error {
 }
 
 // deliver is the worker of one sink: the oldest alerts, up to BatchSize,
-// sent through the sink's stages (as one batch to a BatchSink, else
-// Concurrency at a time), then those accepted deleted and those rejected
-// for good moved to the dead letters, in one transaction.
+// are tried once (as one batch to a BatchSink, else Concurrency at a time,
+// or in order one after another); those accepted are deleted and those
+// rejected for good moved to the dead letters at once, and those that
+// failed otherwise stay first in the queue for the next round, after a
+// backoff with jitter (or the server's Retry-After). So a failing alert
+// never holds back the deletion of the ones around it, and a kill loses at
+// most one round's acknowledgements (sent again, same ids).
 func (ob *Outbox) deliver(ctx context.Context, name string, drain time.Duration) {
 	log := ob.o.Logger.With().Str("sink", name).Logger()
 	work, stop := drainContext(ctx, drain)
 	defer stop()
+	wait := backoff.Backoff{Min: ob.o.MinBackoff, Max: ob.o.MaxBackoff}
 	for work.Err() == nil {
 		es, err := ob.oldestN(name, ob.o.BatchSize)
 		if err != nil {
@@ -309,15 +315,34 @@ func (ob *Outbox) deliver(ctx context.Context, name string, drain time.Duration)
 			continue
 		}
 		ob.o.Metrics.oldest.WithLabelValues(name).Set(ob.o.Now().Sub(es[0].Enqueued).Seconds())
-		ob.sendBatch(work, name, es, log)
+		sent, failed, last := ob.sendBatch(work, name, es, log)
+		if sent > 0 {
+			wait.Reset() // progress: a failure now waits the shortest backoff
+		}
+		if failed == 0 || work.Err() != nil {
+			continue
+		}
+		d := wait.Next()
+		if ra, ok := alert.RetryAfterOf(last); ok && ra > d {
+			d = min(ra, ob.o.MaxBackoff)
+		}
+		ob.o.Metrics.retries.WithLabelValues(name).Add(float64(failed))
+		log.Warn().Err(last).Int("alerts", failed).Dur("retry_in", d).Msg("sink did not take alerts; retrying them")
+		backoff.Sleep(work, d)
 	}
 	if n := ob.Depth(name); n > 0 {
 		log.Warn().Int("pending", n).Msg("stopping with alerts still in the outbox; they are sent after the restart")
 	}
 }
 
-// sendBatch sends entries and records what became of each.
-func (ob *Outbox) sendBatch(ctx context.Context, name string, es []Entry, log zerolog.Logger) {
+// errNotTried marks the alerts of an ordered sink after one that failed:
+// they wait for it.
+var errNotTried = errors.New("not tried: an earlier alert failed")
+
+// sendBatch tries entries once and records what became of each; it
+// returns how many were sent, how many failed in a way a retry may fix,
+// and the last such error.
+func (ob *Outbox) sendBatch(ctx context.Context, name string, es []Entry, log zerolog.Logger) (int, int, error) {
 	ds := make([]alert.Delivery, 0, len(es))
 	sendable := make([]Entry, 0, len(es))
 	for _, e := range es {
@@ -329,8 +354,10 @@ func (ob *Outbox) sendBatch(ctx context.Context, name string, es []Entry, log ze
 		ds = append(ds, alert.Delivery{Alert: a, Body: e.Alert})
 		sendable = append(sendable, e)
 	}
-	results := ob.send(ctx, name, ds, log)
+	results := ob.send(ctx, name, ds)
 	var sent []Entry
+	failed := 0
+	var last error
 	for i, err := range results {
 		e := sendable[i]
 		switch {
@@ -339,35 +366,57 @@ func (ob *Outbox) sendBatch(ctx context.Context, name string, es []Entry, log ze
 		case alert.IsPermanent(err):
 			e.Attempts++
 			ob.deadLetter(ctx, e, err.Error(), log)
+		case errors.Is(err, errNotTried):
+		default:
+			failed, last = failed+1, err
 		}
-		// Any other error: the retry stage gave up because work ended.
 	}
-	if len(sent) == 0 {
-		return
+	if len(sent) > 0 {
+		ob.deleteSent(ctx, name, sent, log)
+		now := ob.o.Now()
+		ob.o.Metrics.sent.WithLabelValues(name).Add(float64(len(sent)))
+		for _, e := range sent {
+			ob.o.Metrics.latency.WithLabelValues(name).Observe(now.Sub(e.Enqueued).Seconds())
+		}
 	}
-	ob.deleteSent(ctx, name, sent, log)
-	now := ob.o.Now()
-	ob.o.Metrics.sent.WithLabelValues(name).Add(float64(len(sent)))
-	for _, e := range sent {
-		ob.o.Metrics.latency.WithLabelValues(name).Observe(now.Sub(e.Enqueued).Seconds())
+	if ctx.Err() != nil {
+		return len(sent), 0, nil // stopping: what was not sent waits for the restart
 	}
+	return len(sent), failed, last
 }
 
-// send hands deliveries to the sink's stages: one batch to a BatchSink,
-// else each, Concurrency at a time. It returns one result per delivery.
-func (ob *Outbox) send(ctx context.Context, name string, ds []alert.Delivery, log zerolog.Logger) []error {
+// send tries each delivery once, each try bounded by SendTimeout: one
+// batch to a BatchSink; else Concurrency at a time; else in order,
+// stopping at the first that fails for now. It returns one result per
+// delivery.
+func (ob *Outbox) send(ctx context.Context, name string, ds []alert.Delivery) []error {
 	q := ob.queues[name]
-	if _, ok := q.Sink.(alert.BatchSink); ok && len(ds) > 1 {
-		return ob.batchStages(name, log).sendAll(ctx, ds)
+	sink := instrumented{next: q.Sink, m: ob.o.Metrics}
+	try := func(d alert.Delivery) error {
+		tctx, cancel := context.WithTimeout(ctx, ob.o.SendTimeout)
+		defer cancel()
+		return sink.Send(tctx, d)
 	}
-	sink := ob.stages(name, log)
 	results := make([]error, len(ds))
+	if bs, ok := q.Sink.(alert.BatchSink); ok && len(ds) > 1 {
+		tctx, cancel := context.WithTimeout(ctx, ob.o.SendTimeout)
+		defer cancel()
+		errs := bs.SendBatch(tctx, ds)
+		for i := range results {
+			if errs != nil {
+				results[i] = errs[i]
+			}
+			sink.count(tctx, results[i])
+		}
+		return results
+	}
 	conc := max(q.Concurrency, 1)
 	if conc == 1 {
 		for i, d := range ds {
-			if results[i] = sink.Send(ctx, d); results[i] != nil && !alert.IsPermanent(results[i]) {
-				for j := i + 1; j < len(ds); j++ { // stopping: leave the rest queued
-					results[j] = results[i]
+			results[i] = try(d)
+			if results[i] != nil && !alert.IsPermanent(results[i]) {
+				for j := i + 1; j < len(ds); j++ {
+					results[j] = errNotTried
 				}
 				break
 			}
@@ -381,7 +430,7 @@ func (ob *Outbox) send(ctx context.Context, name string, ds []alert.Delivery, lo
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			results[i] = sink.Send(ctx, d)
+			results[i] = try(d)
 		}()
 	}
 	wg.Wait()

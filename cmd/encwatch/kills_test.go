@@ -29,7 +29,9 @@ func TestKillsWhileOutboxBusy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer kc.Close()
-	hook := &hookReceiver{secret: []byte("hmac-secret-for-kills"), delay: 2 * time.Millisecond, failEvery: 50, seen: map[string]int{}}
+	// A slow webhook (15 ms an answer, one at a time: about 66 alerts a
+	// second) keeps the outbox full through the kills.
+	hook := &hookReceiver{secret: []byte("hmac-secret-for-kills"), delay: 15 * time.Millisecond, failEvery: 50, seen: map[string]int{}}
 	srv := httptest.NewServer(hook)
 	defer srv.Close()
 
@@ -53,7 +55,7 @@ sources: {files: {paths: [%q]}}
 sinks:
   kafka: {brokers: [%q], topic: encwatch-alerts}
   webhooks:
-    - {name: secops, url: %q, secretFile: %q}
+    - {name: secops, url: %q, secretFile: %q, concurrency: 1}
 `, t.TempDir(), dir, kc.ListenAddrs()[0], srv.URL+"/hook", secretFile))
 
 	const kills = 10
