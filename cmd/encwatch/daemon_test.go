@@ -27,7 +27,7 @@ var binary struct {
 	err  error
 }
 
-func encwatchBinary(t *testing.T) string {
+func encwatchBinary(t testing.TB) string {
 	t.Helper()
 	binary.once.Do(func() {
 		dir, err := os.MkdirTemp("", "encwatch-bin-")
@@ -63,7 +63,7 @@ func (d *daemonProc) wait() error {
 	return d.err
 }
 
-func startDaemon(t *testing.T, cfgPath, endpoint string, extraEnv ...string) *daemonProc {
+func startDaemon(t testing.TB, cfgPath, endpoint string, extraEnv ...string) *daemonProc {
 	t.Helper()
 	cmd := exec.Command(encwatchBinary(t), "run", "--config", cfgPath)
 	home := t.TempDir()
