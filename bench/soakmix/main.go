@@ -5,8 +5,8 @@
 // daemon's RSS, goroutines, open descriptors and state file, prints the
 // table, and says whether they stayed flat (exit 1 when one grew).
 //
-//	go build -o /tmp/encwatch ./cmd/encwatch
-//	go run ./bench/soakmix -bin /tmp/encwatch -d 2h -i 1m
+//	go build -o BIN ./cmd/encwatch
+//	go run ./bench/soakmix -bin BIN -d 2h -i 1m
 package main
 
 import (
