@@ -8,8 +8,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"runtime"
-	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -98,128 +96,70 @@ func (s *Source) Run(ctx context.Context, handle ingest.Handler) error {
 	}
 }
 
-// decoded is one file read ahead: its events, stats and checkpoint.
-type decoded struct {
-	skip   bool // unchanged since done, or still being written
-	events []*ingest.Event
-	st     ingest.Stats
-	done   map[string][]byte
-	err    error // the checkpoint could not be read
-}
-
-// round reads the inputs of one listing: Workers files are decoded at
-// once, and each is handed on, with its checkpoint, in listing order once
-// the ones before it were. At most 2 x Workers files are held decoded.
+// round reads the inputs of one listing through ingest.ReadAll, as
+// replay does: Workers files decoded at once, their events handed on in
+// listing order, each file's checkpoint with its last batch.
 func (s *Source) round(ctx context.Context, inputs []ingest.Input, handle ingest.Handler) error {
-	workers := s.Workers
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	results := make([]chan decoded, len(inputs))
-	for i := range results {
-		results[i] = make(chan decoded, 1)
-	}
-	ahead := make(chan struct{}, 2*workers)
-	jobs := make(chan int)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range jobs {
-				results[i] <- s.decode(ctx, inputs[i])
-			}
-		}()
-	}
-	go func() {
-		defer close(jobs)
-		for i := range inputs {
-			select {
-			case ahead <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			select {
-			case jobs <- i:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	defer func() { cancel(); wg.Wait() }() // the workers stop before round returns
-	for i := range inputs {
-		var d decoded
-		select {
-		case d = <-results[i]:
-		case <-ctx.Done():
-			return nil
-		}
-		<-ahead
-		if d.err != nil {
-			return d.err
-		}
-		if d.skip {
-			continue
-		}
-		b := &ingest.Batcher{Source: "files", Handle: handle}
-		for _, ev := range d.events {
-			if err := b.Add(ctx, ev); err != nil {
-				return err
-			}
-		}
-		if err := b.Flush(ctx, d.st, d.done); err != nil {
+	var todo []ingest.Input
+	marks := map[string][]byte{}
+	for _, in := range inputs {
+		mark, ok, err := s.pending(in)
+		if err != nil {
 			return err
 		}
+		if ok {
+			todo, marks[in.Path] = append(todo, in), mark
+		}
 	}
-	return nil
+	if len(todo) == 0 {
+		return nil
+	}
+	b := &ingest.Batcher{Source: "files", Handle: handle}
+	var herr error // the pipeline's failure: ReadAll stops at the next batch
+	_, err := ingest.ReadAll(ctx, todo, ingest.ReadOptions{Workers: s.Workers, DataEvents: s.DataEvents, Limits: s.Limits, OnError: s.report,
+		OnInputDone: func(in ingest.Input, st ingest.Stats, _ error) {
+			if herr == nil {
+				herr = b.Flush(ctx, st, map[string][]byte{Key(in.Path): marks[in.Path]})
+			}
+			s.Logger.Debug().Str("file", in.Path).Int64("records", st.Records).Int64("events", st.Events).Msg("file read")
+		}},
+		func(evs []*ingest.Event) error {
+			for _, ev := range evs {
+				if herr == nil {
+					herr = b.Add(ctx, ev)
+				}
+			}
+			return herr
+		})
+	if herr != nil {
+		return herr
+	}
+	return err
 }
 
-// decode reads one input unless its checkpoint says it is done.
-func (s *Source) decode(ctx context.Context, in ingest.Input) decoded {
+// pending reports whether an input is to be read, with the checkpoint that
+// marks it done: not when its checkpoint says it is, or, watching, while
+// it is still being written.
+func (s *Source) pending(in ingest.Input) ([]byte, bool, error) {
 	if in.Path == ingest.Stdin {
-		return decoded{err: errors.New("the files source cannot read standard input")}
+		return nil, false, errors.New("the files source cannot read standard input")
 	}
 	info, err := os.Stat(in.Path)
 	if err != nil {
 		s.Logger.Warn().Err(err).Str("file", in.Path).Msg("file vanished")
-		return decoded{skip: true}
+		return nil, false, nil
 	}
 	if s.Watch && time.Since(info.ModTime()) < s.Settle {
-		return decoded{skip: true} // still being written; next round
+		return nil, false, nil // still being written; next round
 	}
-	key := Key(in.Path)
 	if s.Checkpoints != nil {
-		raw, err := s.Checkpoints.Checkpoint(key)
-		if err != nil {
-			return decoded{err: err}
-		}
-		if raw != nil {
-			return decoded{skip: true}
+		raw, err := s.Checkpoints.Checkpoint(Key(in.Path))
+		if err != nil || raw != nil {
+			return nil, false, err
 		}
 	}
 	mark, _ := json.Marshal(fileMark{Size: info.Size(), MTime: info.ModTime().UTC(), Done: time.Now().UTC()})
-	d := decoded{done: map[string][]byte{key: mark}}
-	rc, err := ingest.Open(in)
-	if err != nil {
-		s.report(ingest.Position{Source: in.Path}, err)
-		d.st = ingest.Stats{Errors: 1}
-		return d
-	}
-	defer rc.Close()
-	dec := ingest.Decoder{Source: in.Path, DataEvents: s.DataEvents, Limits: s.Limits, OnError: s.report,
-		OnEvent: func(ev *ingest.Event) error {
-			d.events = append(d.events, ev)
-			return ctx.Err()
-		}}
-	st, err := dec.Decode(rc)
-	if err != nil && ctx.Err() == nil {
-		s.report(ingest.Position{Source: in.Path, Offset: st.Bytes}, err)
-	}
-	s.Logger.Debug().Str("file", in.Path).Int64("records", st.Records).Int64("events", st.Events).Msg("file read")
-	d.st = st
-	return d
+	return mark, true, nil
 }
 
 func (s *Source) report(pos ingest.Position, err error) {

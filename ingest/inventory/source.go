@@ -121,7 +121,7 @@ func (s *Source) loop(ctx context.Context, a *Account, region string, h ingest.H
 				return nil
 			}
 		}
-		batcher := &ingest.Batcher{Source: "inventory", Size: s.BatchSize, Handle: h}
+		batcher := &ingest.Batcher{Source: ingest.InventorySource, Size: s.BatchSize, Handle: h}
 		if batcher.Size <= 0 {
 			batcher.Size = 256
 		}
