@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"net/url"
 	"os"
@@ -237,5 +238,56 @@ func TestReceivePermissionTakenAway(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDoneMessagesStayInvisibleUntilDeleted: of ten messages received
+// together and read one after the other for longer than the visibility
+// timeout, those done first are deleted with the last; they must stay
+// invisible until then, or SQS hands them out again and their events are
+// judged twice.
+func TestDoneMessagesStayInvisibleUntilDeleted(t *testing.T) {
+	q, store := awsemu.NewSQS(), awsemu.NewS3()
+	store.Delay = 500 * time.Millisecond // ten files: 5 s, over the 2 s visibility
+	qs, ss := httptest.NewServer(q), httptest.NewServer(store)
+	defer qs.Close()
+	defer ss.Close()
+	testkit.AWSEnv(t, qs.URL)
+	t.Setenv("AWS_ENDPOINT_URL_S3", ss.URL)
+	good, _ := os.ReadFile("../../fixtures/records/dir-delete.json")
+	for i := range 10 {
+		key := fmt.Sprintf("AWSLogs/1/CloudTrail/us-east-1/f%02d.json.gz", i)
+		store.Put("trail", key, gz(good))
+		q.Send(`{"s3Bucket":"trail","s3ObjectKey":["` + key + `"]}`)
+	}
+	sq, s3c, err := s3sqs.NewClients(context.Background(), "http://queue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &collector{ids: map[string]int{}}
+	src, _ := s3sqs.New(s3sqs.Options{QueueURL: qs.URL + "/111122223333/trail-logs", SQS: sq, S3: s3c, Workers: 2, WaitTime: time.Second,
+		Visibility: 2 * time.Second, Logger: zerolog.Nop()})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			if _, deleted, _ := q.Counts(); deleted == 10 {
+				time.Sleep(2500 * time.Millisecond) // anything visible again would be read by now
+				cancel()
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	if err := src.Run(ctx, c.handle); err != nil {
+		t.Fatal(err)
+	}
+	again := 0
+	for _, n := range q.Receives() {
+		if n > 1 {
+			again++
+		}
+	}
+	if left, deleted, _ := q.Counts(); again > 0 || deleted != 10 || left != 0 {
+		t.Errorf("%d of 10 messages received more than once, %d deleted, %d left: want each once", again, deleted, left)
 	}
 }

@@ -191,17 +191,20 @@ func (s *Source) worker(ctx context.Context, n int, handle ingest.Handler) error
 		var herr error
 		for i, m := range out.Messages {
 			ok, err := s.message(ctx, m, handle, log)
-			beats[i]()
 			if err != nil {
 				herr = err
 				break
 			}
 			if ok {
+				// Still invisible until the batch's delete: a message done
+				// early must not reappear while the others are read.
 				done = append(done, m)
+			} else {
+				beats[i]() // left for redelivery
 			}
 		}
-		stopBeats()
 		s.deleteBatch(ctx, done, log)
+		stopBeats()
 		if herr != nil {
 			return herr
 		}
