@@ -14,6 +14,23 @@ type Batch struct {
 	Checkpoints map[string][]byte
 	// Stats counts what was read to make the batch.
 	Stats Stats
+	// Replay marks events another encwatch task already judged (a
+	// repartitioned stream read again to rebuild bucket state): they update
+	// the state and windows, and their findings are not stored.
+	Replay bool
+	// Owns, when set, keeps only the findings about buckets of the accounts
+	// it owns (a KMS event is handed to every partition of a repartitioned
+	// stream; each owner alerts for its own buckets).
+	Owns func(account string) bool
+}
+
+// PartitionAccount is the account an event belongs to when events are
+// partitioned by account: the bucket's, else the record's.
+func PartitionAccount(ev *Event) string {
+	if ev.Bucket.Account != "" {
+		return ev.Bucket.Account
+	}
+	return ev.Account
 }
 
 // Handler makes a batch durable. It blocks until the findings of every

@@ -19,6 +19,7 @@ type Config struct {
 	CustomRules []rules.CustomRule `yaml:"customRules"`
 	Limits      Limits             `yaml:"limits"`
 	Reload      Reload             `yaml:"reload"`
+	Pipeline    Pipeline           `yaml:"pipeline"`
 
 	// Compiled holds the custom rules compiled by Parse.
 	Compiled []*rules.Compiled `yaml:"-"`
@@ -30,6 +31,21 @@ type Reload struct {
 	// Watch reloads when the configuration file changes.
 	Watch    bool           `yaml:"watch"`
 	Interval rules.Duration `yaml:"interval"`
+}
+
+// Pipeline configures how events reach the rules.
+type Pipeline struct {
+	// Repartition, when set, has the tasks that read the sources publish
+	// the events they decoded to a Kafka topic keyed by the bucket's
+	// account, and judges what the consumer group assigns this task: for
+	// several tasks on one SQS queue, so that each account's events reach
+	// one task (stateful rules).
+	Repartition *Repartition `yaml:"repartition"`
+}
+
+// Repartition names the topic and consumer group of the repartition.
+type Repartition struct {
+	Kafka *KafkaSource `yaml:"kafka"`
 }
 
 // State is where durable state lives.
@@ -128,6 +144,10 @@ type KafkaSource struct {
 	Group   string   `yaml:"group"`
 	TLS     TLS      `yaml:"tls"`
 	SASL    SASL     `yaml:"sasl"`
+	// SessionTimeout is how long the group waits for a silent member
+	// before giving its partitions to the others (default 30s; the
+	// brokers' group.min.session.timeout.ms bounds it, 6s by default).
+	SessionTimeout rules.Duration `yaml:"sessionTimeout"`
 }
 
 // Files replays files and folders, and optionally watches for new ones.

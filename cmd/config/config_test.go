@@ -93,6 +93,10 @@ func TestErrorsNameFileLineKey(t *testing.T) {
 		name, yaml string
 		want       []string // substrings of one problem each
 	}{
+		{"repartition without kafka", "pipeline:\n  repartition: {}\n",
+			[]string{"f.yaml:2: pipeline.repartition.kafka: missing"}},
+		{"repartition on the source's topic", "sources:\n  kafka: {brokers: [\"b:9092\"], topic: ct}\npipeline:\n  repartition:\n    kafka: {brokers: [\"b:9092\"], topic: ct, sessionTimeout: 10ms}\n",
+			[]string{"pipeline.repartition.kafka.topic: must not be sources.kafka's topic", "pipeline.repartition.kafka.sessionTimeout: must be between 1s and 30m"}},
 		{"unknown key", "log: {level: info}\nsources:\n  lookup:\n    regions: [us-east-1]\n    intervall: 30s\n",
 			[]string{"f.yaml:5: sources.lookup.intervall: unknown key"}},
 		{"wrong type", "sources:\n  sqs:\n    queueURL: https://sqs.us-east-1.amazonaws.com/1/q\n    workers: many\n",

@@ -64,6 +64,9 @@ func applySectionDefaults(c *Config) {
 	if k := c.Sources.Kafka; k != nil && k.Group == "" {
 		k.Group = "encwatch"
 	}
+	if r := c.Pipeline.Repartition; r != nil && r.Kafka != nil && r.Kafka.Group == "" {
+		r.Kafka.Group = "encwatch-repartition"
+	}
 	if r := c.Sinks.Remediate; r != nil {
 		if len(r.Rules) == 0 {
 			r.Rules = append([]string(nil), remediate.DefaultRules...)

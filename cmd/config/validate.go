@@ -117,6 +117,18 @@ func validateSources(c *Config, add addFunc) {
 	}
 	if k := c.Sources.Kafka; k != nil {
 		kafkaCommon(add, "sources.kafka", k.Brokers, k.Topic, k.SASL)
+		sessionTimeout(add, "sources.kafka", k.SessionTimeout.D())
+	}
+	if r := c.Pipeline.Repartition; r != nil {
+		if r.Kafka == nil {
+			add("pipeline.repartition.kafka", "missing: name the brokers and topic of the repartition")
+		} else {
+			kafkaCommon(add, "pipeline.repartition.kafka", r.Kafka.Brokers, r.Kafka.Topic, r.Kafka.SASL)
+			sessionTimeout(add, "pipeline.repartition.kafka", r.Kafka.SessionTimeout.D())
+			if k := c.Sources.Kafka; k != nil && k.Topic == r.Kafka.Topic {
+				add("pipeline.repartition.kafka.topic", "must not be sources.kafka's topic %q: that one holds CloudTrail records", k.Topic)
+			}
+		}
 	}
 	if f := c.Sources.Files; f != nil && len(f.Paths) == 0 {
 		add("sources.files.paths", "missing: name at least one file or folder")
@@ -218,6 +230,12 @@ func validateCustomRules(c *Config, add addFunc) []string {
 		}
 	}
 	return custom
+}
+
+func sessionTimeout(add addFunc, p string, d time.Duration) {
+	if d != 0 && (d < time.Second || d > 30*time.Minute) {
+		add(p+".sessionTimeout", "must be between 1s and 30m, got %s", d)
+	}
 }
 
 func kafkaCommon(add addFunc, p string, brokers []string, topic string, s SASL) {

@@ -23,6 +23,7 @@ import (
 	"github.com/encwatch/encwatch/alert/outbox"
 	"github.com/encwatch/encwatch/cmd/config"
 	"github.com/encwatch/encwatch/ingest"
+	"github.com/encwatch/encwatch/ingest/repartition"
 	"github.com/encwatch/encwatch/rules"
 )
 
@@ -54,6 +55,10 @@ type Options struct {
 type source struct {
 	name string
 	ingest.Source
+	// judges marks the repartition's consumer: its batches go to the
+	// pipeline; every other source's go to the repartition topic when
+	// one is configured.
+	judges bool
 }
 
 // app is one daemon: the parts Run builds from the options, in order, and
@@ -69,6 +74,9 @@ type app struct {
 	outbox  *outbox.Outbox
 	pipe    *pipeline
 	sources []source
+	// publish hands the sources' events to the repartition topic (nil:
+	// judged here).
+	publish *repartition.Publisher
 	srv     *server
 	faults  *stateFault
 	stops   []func()
@@ -158,6 +166,16 @@ func (a *app) build(ctx context.Context) error {
 	}
 	if a.sources, err = buildSources(ctx, cfg, db, a.log, a.reg, a.metrics, engine.DataRulesOn()); err != nil {
 		return err
+	}
+	if r := cfg.Pipeline.Repartition; r != nil {
+		pub, src, err := buildRepartition(ctx, r.Kafka, sourceEnv{cfg: cfg, cps: ingest.BoltCheckpoints{DB: db}, log: a.log, reg: a.reg, pm: a.metrics})
+		if err != nil {
+			return err
+		}
+		a.publish = pub
+		a.onStop(func() { _ = pub.Close() })
+		a.metrics.init(repartition.SourceName)
+		a.sources = append(a.sources, source{name: repartition.SourceName, Source: src, judges: true})
 	}
 	if len(a.sources) == 0 {
 		return errors.New("no source configured: set sources.lookup, sources.files, sources.sqs, sources.kafka or sources.inventory")
@@ -253,7 +271,11 @@ func (a *app) runSources(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	for _, s := range a.sources {
 		g.Go(func() error {
-			if err := s.Run(gctx, a.pipe.handle); err != nil {
+			h := a.pipe.handle
+			if a.publish != nil && !s.judges {
+				h = a.publish.Handler(h)
+			}
+			if err := s.Run(gctx, h); err != nil {
 				return fmt.Errorf("source %s: %w", s.name, err)
 			}
 			a.log.Debug().Str("source", s.name).Msg("source stopped")

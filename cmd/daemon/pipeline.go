@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -218,6 +219,12 @@ func (p *pipeline) store(b ingest.Batch, mark []byte, done func(*bolt.Tx) error)
 		}()
 		st := rules.TxState{Tx: tx}
 		put := func(fs []rules.Finding) error {
+			if b.Replay {
+				return nil // judged and alerted by another task
+			}
+			if b.Owns != nil {
+				fs = slices.DeleteFunc(slices.Clone(fs), func(f rules.Finding) bool { return !b.Owns(findingAccount(f)) })
+			}
 			for _, f := range fs {
 				a := alert.New(f, now)
 				if _, err := p.outbox.Put(tx, a); err != nil {
@@ -274,6 +281,17 @@ func (p *pipeline) store(b ingest.Batch, mark []byte, done func(*bolt.Tx) error)
 		return ingest.PutCheckpoints(tx, b.Checkpoints)
 	})
 	return res, err
+}
+
+// findingAccount is the account of the bucket a finding is about.
+func findingAccount(f rules.Finding) string {
+	if f.Bucket != nil && f.Bucket.Account != "" {
+		return f.Bucket.Account
+	}
+	if f.Event != nil {
+		return ingest.PartitionAccount(f.Event)
+	}
+	return ""
 }
 
 // finish removes a batch's inflight mark and runs the caller's step, in the

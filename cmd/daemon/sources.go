@@ -15,6 +15,7 @@ import (
 	"github.com/encwatch/encwatch/ingest/inventory"
 	"github.com/encwatch/encwatch/ingest/kafkasrc"
 	"github.com/encwatch/encwatch/ingest/lookup"
+	"github.com/encwatch/encwatch/ingest/repartition"
 	"github.com/encwatch/encwatch/ingest/s3sqs"
 	"github.com/encwatch/encwatch/rules"
 )
@@ -65,7 +66,7 @@ func buildSources(ctx context.Context, cfg config.Config, db *bolt.DB, log zerol
 			return nil, err
 		}
 		pm.init(b.name)
-		out = append(out, source{b.name, src})
+		out = append(out, source{name: b.name, Source: src})
 	}
 	return out, nil
 }
@@ -127,7 +128,7 @@ func kafkaSource(ctx context.Context, e sourceEnv) (ingest.Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sources.kafka.sasl: %w", err)
 	}
-	return kafkasrc.New(kafkasrc.Options{Brokers: k.Brokers, Topic: k.Topic, Group: k.Group, TLS: tlsCfg, SASL: mech,
+	return kafkasrc.New(kafkasrc.Options{Brokers: k.Brokers, Topic: k.Topic, Group: k.Group, TLS: tlsCfg, SASL: mech, SessionTimeout: k.SessionTimeout.D(),
 		Limits: e.cfg.IngestLimits(), DataEvents: e.dataEvents, Logger: e.logger("kafka-source"),
 		Metrics: kafkasrc.NewMetrics(e.reg), OnError: e.onError("kafka")})
 }
@@ -162,4 +163,30 @@ func InventoryAccounts(ctx context.Context, accounts []config.Account) ([]*inven
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// buildRepartition builds the publisher the sources hand their events to
+// and the consumer that judges this task's partitions.
+func buildRepartition(ctx context.Context, k *config.KafkaSource, e sourceEnv) (*repartition.Publisher, *repartition.Source, error) {
+	tlsCfg, err := tlsConfig(k.TLS)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pipeline.repartition.kafka.tls: %w", err)
+	}
+	mech, err := saslMechanism(ctx, k.SASL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pipeline.repartition.kafka.sasl: %w", err)
+	}
+	o := repartition.Options{Brokers: k.Brokers, Topic: k.Topic, Group: k.Group, TLS: tlsCfg, SASL: mech, SessionTimeout: k.SessionTimeout.D(),
+		Limits: e.cfg.IngestLimits(), Checkpoints: e.cps, Logger: e.logger("repartition"),
+		Metrics: repartition.NewMetrics(e.reg), OnError: e.onError(repartition.SourceName)}
+	pub, err := repartition.NewPublisher(ctx, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	src, err := repartition.NewSource(o)
+	if err != nil {
+		pub.Close()
+		return nil, nil, err
+	}
+	return pub, src, nil
 }

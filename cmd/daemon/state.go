@@ -19,7 +19,8 @@ import (
 // and the package that owns each:
 //
 //	table        owner          key → value
-//	checkpoints  ingest         source position key → the source's checkpoint (JSON)
+//	checkpoints  ingest         source position key → the source's checkpoint (JSON; for
+//	                            repartition/TOPIC/PARTITION the next offset this state judged)
 //	buckets      rules          rules.StateKey of an S3 bucket → rules.BucketState (JSON)
 //	groups       rules          grouped rule's window key → rules.Group (JSON)
 //	reads        rules          account|caller → rules.Reads, the read-burst window (JSON)
