@@ -189,12 +189,8 @@ func (a *app) build(ctx context.Context) error {
 		if err := a.faults.current(); err != nil {
 			return fmt.Errorf("state %s cannot be written (sources are waiting): %w", cfg.State.Dir, err)
 		}
-		for _, s := range a.sources {
-			if f, ok := s.Source.(interface{ Failing() []string }); ok {
-				if failing := f.Failing(); len(failing) > 0 {
-					return fmt.Errorf("source %s: targets failing (the others go on): %s", s.name, strings.Join(failing, "; "))
-				}
-			}
+		if failing := a.failing(); len(failing) > 0 {
+			return fmt.Errorf("targets failing (the others go on): %s", strings.Join(failing, "; "))
 		}
 		return ready(db, a.queues)
 	}
@@ -203,6 +199,21 @@ func (a *app) build(ctx context.Context) error {
 		return fmt.Errorf("http.listen: %w", err)
 	}
 	return nil
+}
+
+// failing lists, for /readyz and the web page, every source's targets
+// that fail (an account and Region whose polls are denied, a queue, a
+// trail bucket the role cannot read), each with its source's name.
+func (a *app) failing() []string {
+	var out []string
+	for _, s := range a.sources {
+		if f, ok := s.Source.(interface{ Failing() []string }); ok {
+			for _, t := range f.Failing() {
+				out = append(out, s.name+" "+t)
+			}
+		}
+	}
+	return out
 }
 
 func (a *app) closeSinks() {

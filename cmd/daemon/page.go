@@ -6,6 +6,7 @@ import (
 	_ "embed"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"html/template"
 	"net/http"
 	"slices"
@@ -70,9 +71,13 @@ type sinkRow struct {
 	Pending, Dead int
 }
 
+// maxFailingShown bounds the failing targets the page lists.
+const maxFailingShown = 50
+
 type pageView struct {
 	CSS                                          template.CSS
 	Version, Now, NotReady                       string
+	Failing                                      []string
 	Counts                                       []count
 	Types, Compliances, Accounts, Regions, Rules []option
 	Shown, Matching, Total                       int
@@ -152,6 +157,12 @@ func (a *app) pageView(r *http.Request, ready func() error) (pageView, error) {
 	v := pageView{CSS: template.CSS(pageCSS), Version: "encwatch " + a.o.Version, Now: stamp(now)}
 	if err := ready(); err != nil {
 		v.NotReady = err.Error()
+	}
+	if v.Failing = a.failing(); len(v.Failing) > 0 {
+		v.NotReady = "targets failing (the others go on)"
+		if len(v.Failing) > maxFailingShown {
+			v.Failing = append(v.Failing[:maxFailingShown], fmt.Sprintf("and %d more (see /readyz)", len(v.Failing)-maxFailingShown))
+		}
 	}
 	sets := map[string]map[string]bool{"type": {}, "compliance": {}, "account": {}, "region": {}, "rule": {}}
 	counts := map[string]int{}

@@ -47,6 +47,9 @@ sinks: {stdout: {}}
 	if strings.Contains(body, "us-east-1") {
 		t.Errorf("/readyz names the working Region too: %q", body)
 	}
+	if code, page := get(t, "http://"+addr+"/"); code != http.StatusOK || !strings.Contains(page, "<li>lookup default/eu-west-1: AccessDeniedException since ") {
+		t.Errorf("the web page (%d) does not list the failing target", code)
+	}
 	emu.Deny(emu.DefaultAccount, "eu-west-1", false)
 	testkit.Eventually(t, 30*time.Second, func() bool { code, _ := get(t, "http://"+addr+"/readyz"); return code == http.StatusOK },
 		"/readyz did not recover once LookupEvents was allowed again")

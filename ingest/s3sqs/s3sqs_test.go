@@ -291,3 +291,69 @@ func TestDoneMessagesStayInvisibleUntilDeleted(t *testing.T) {
 		t.Errorf("%d of 10 messages received more than once, %d deleted, %d left: want each once", again, deleted, left)
 	}
 }
+
+// TestObjectPermissionTakenAway: the task role can no longer read one of
+// two trail buckets. Its messages wait longer at each receive (no tight
+// loop, a log line when the wait grows, not one per file), the failures
+// are counted by reason and the bucket is named for /readyz; the other
+// bucket's files are read at once. Once allowed, the waiting files are
+// read and the report clears.
+func TestObjectPermissionTakenAway(t *testing.T) {
+	q, store := awsemu.NewSQS(), awsemu.NewS3()
+	qs, ss := httptest.NewServer(q), httptest.NewServer(store)
+	defer qs.Close()
+	defer ss.Close()
+	testkit.AWSEnv(t, qs.URL)
+	t.Setenv("AWS_ENDPOINT_URL_S3", ss.URL)
+	good, _ := os.ReadFile("../../fixtures/records/dir-delete.json")
+	for _, bucket := range []string{"trail-denied", "trail-ok"} {
+		for i := range 3 {
+			key := fmt.Sprintf("AWSLogs/1/CloudTrail/us-east-1/%s-%d.json.gz", bucket, i)
+			store.Put(bucket, key, gz(good))
+			q.Send(`{"s3Bucket":"` + bucket + `","s3ObjectKey":["` + key + `"]}`)
+		}
+	}
+	store.DenyObjects("trail-denied", true)
+	sq, s3c, err := s3sqs.NewClients(context.Background(), "http://queue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs testkit.Buffer
+	reg := prometheus.NewRegistry()
+	c := &collector{ids: map[string]int{}}
+	src, _ := s3sqs.New(s3sqs.Options{QueueURL: qs.URL + "/111122223333/trail-logs", SQS: sq, S3: s3c, Workers: 2, WaitTime: time.Second,
+		Visibility: time.Second, MaxReceives: 20, Logger: zerolog.New(&logs), Metrics: s3sqs.NewMetrics(reg)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, c.handle) }()
+	testkit.Eventually(t, 10*time.Second, func() bool { _, deleted, _ := q.Counts(); return deleted == 3 }, "the readable bucket's 3 messages")
+	time.Sleep(8 * time.Second)
+	calls := store.ObjectCalls("trail-denied")
+	// Waits of 1, 2, 4, 8 s: at most 4 tries a message in about 9 s, where
+	// the visibility timeout alone would give 9.
+	if calls > 15 { // the visibility timeout alone: 24 to 27
+		t.Errorf("%d GetObject calls on the denied bucket in about 9 s: no backoff", calls)
+	}
+	if v := testkit.MetricValue(t, reg, "encwatch_sqs_object_errors_total", "reason", "AccessDenied"); int(v) != calls {
+		t.Errorf("object errors by reason AccessDenied: %v, want the %d denied calls", v, calls)
+	}
+	if n := strings.Count(logs.String(), "log file unreadable"); n < 1 || n >= calls {
+		t.Errorf("the failure was logged %d times for %d failed reads: want once, then as the wait grows", n, calls)
+	}
+	if f := src.Failing(); len(f) != 1 || !strings.HasPrefix(f[0], "s3://trail-denied: AccessDenied since ") {
+		t.Errorf("Failing() = %q", f)
+	}
+	store.DenyObjects("trail-denied", false)
+	testkit.Eventually(t, 30*time.Second, func() bool { _, deleted, _ := q.Counts(); return deleted == 6 }, "the denied bucket's messages once allowed")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if f := src.Failing(); len(f) != 0 {
+		t.Errorf("after recovery Failing() = %q", f)
+	}
+	if !strings.Contains(logs.String(), "log files of the bucket are read again") {
+		t.Error("the recovery is not logged")
+	}
+	t.Logf("%d GetObject calls on the denied bucket's 3 messages in about 9 s", calls)
+}

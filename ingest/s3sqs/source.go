@@ -72,6 +72,7 @@ type Source struct {
 	mu      sync.Mutex
 	failing string        // why receives fail, since when; "" when they work
 	logged  time.Duration // the longest wait already logged
+	buckets map[string]*bucketFault
 }
 
 // Failing returns the queue's failure when its receives fail (AccessDenied,
@@ -79,10 +80,11 @@ type Source struct {
 func (s *Source) Failing() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.failing == "" {
-		return nil
+	var out []string
+	if s.failing != "" {
+		out = append(out, s.o.QueueURL+": "+s.failing)
 	}
-	return []string{s.o.QueueURL + ": " + s.failing}
+	return append(out, s.bucketsFailing()...)
 }
 
 // maxReceiveBackoff bounds the wait of a worker whose receives keep failing
@@ -190,7 +192,7 @@ func (s *Source) worker(ctx context.Context, n int, handle ingest.Handler) error
 		var done []types.Message
 		var herr error
 		for i, m := range out.Messages {
-			ok, err := s.message(ctx, m, handle, log)
+			ok, hold, err := s.message(ctx, m, handle, log)
 			if err != nil {
 				herr = err
 				break
@@ -199,8 +201,11 @@ func (s *Source) worker(ctx context.Context, n int, handle ingest.Handler) error
 				// Still invisible until the batch's delete: a message done
 				// early must not reappear while the others are read.
 				done = append(done, m)
-			} else {
-				beats[i]() // left for redelivery
+				continue
+			}
+			beats[i]() // left for redelivery
+			if hold > 0 {
+				s.hold(ctx, m, hold, log)
 			}
 		}
 		s.deleteBatch(ctx, done, log)
@@ -214,8 +219,9 @@ func (s *Source) worker(ctx context.Context, n int, handle ingest.Handler) error
 
 // message handles one SQS message and reports whether it is done (to be
 // deleted). It returns an error only when the pipeline fails; unreadable
-// files leave the message for redelivery.
-func (s *Source) message(ctx context.Context, m types.Message, handle ingest.Handler, log zerolog.Logger) (bool, error) {
+// files leave the message for redelivery after hold (0: the visibility
+// timeout).
+func (s *Source) message(ctx context.Context, m types.Message, handle ingest.Handler, log zerolog.Logger) (bool, time.Duration, error) {
 	id := aws.ToString(m.MessageId)
 	log = log.With().Str("message_id", id).Logger()
 	s.o.Metrics.inFlight.Inc()
@@ -225,34 +231,26 @@ func (s *Source) message(ctx context.Context, m types.Message, handle ingest.Han
 	switch {
 	case errors.Is(err, ErrTestEvent):
 		s.o.Metrics.messages.WithLabelValues("test_event").Inc()
-		return true, nil
+		return true, 0, nil
 	case err != nil:
 		s.o.Metrics.messages.WithLabelValues("unreadable").Inc()
 		log.Error().Err(err).Int("receives", receives).Msg("SQS message unreadable; left to the queue's dead-letter policy")
-		return false, nil
+		return false, 0, nil
 	}
 	for _, o := range objs {
 		if err := s.object(ctx, o, handle); err != nil {
 			if ingest.IsHandlerError(err) {
-				return false, err
+				return false, 0, err
 			}
 			if ctx.Err() != nil {
-				return false, nil
+				return false, 0, nil
 			}
-			s.o.Metrics.objectErrors.Inc()
-			if receives >= s.o.MaxReceives {
-				s.o.Metrics.gaveUp.Inc()
-				log.Error().Err(err).Str("bucket", o.Bucket).Str("key", o.Key).Int("receives", receives).
-					Msg("log file still unreadable after maxReceives; left to the queue's dead-letter policy")
-			} else {
-				log.Warn().Err(err).Str("bucket", o.Bucket).Str("key", o.Key).Int("receives", receives).
-					Msg("log file unreadable; SQS will deliver the message again")
-			}
-			return false, nil // not deleted: redelivered after the visibility timeout
+			return false, s.objectFailed(o, err, receives, log), nil
 		}
+		s.objectWorked(o.Bucket, log)
 	}
 	s.o.Metrics.messages.WithLabelValues("done").Inc()
-	return true, nil
+	return true, 0, nil
 }
 
 // object streams one log file through the decoder into the pipeline.
@@ -333,10 +331,11 @@ func (s *Source) deleteBatch(ctx context.Context, ms []types.Message, log zerolo
 
 // Metrics are the SQS source's metrics.
 type Metrics struct {
-	inFlight                                         prometheus.Gauge
-	messages                                         *prometheus.CounterVec
-	receiveErrors                                    *prometheus.CounterVec
-	objectErrors, gaveUp, extensions, bytes, skipped prometheus.Counter
+	inFlight                           prometheus.Gauge
+	messages                           *prometheus.CounterVec
+	receiveErrors, objectErrors        *prometheus.CounterVec
+	bucketsFailing                     prometheus.Gauge
+	gaveUp, extensions, bytes, skipped prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: not
@@ -348,7 +347,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "SQS messages handled, by outcome (done, test_event, unreadable)."}, []string{"outcome"}),
 		receiveErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_sqs_receive_errors_total",
 			Help: "Failed ReceiveMessage calls, by reason (the AWS error code, or server, network)."}, []string{"reason"}),
-		objectErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "encwatch_sqs_object_errors_total", Help: "Log files that could not be read (left for redelivery)."}),
+		objectErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "encwatch_sqs_object_errors_total",
+			Help: "Log files that could not be read (left for redelivery), by reason (the AWS error code, or server, network, other)."}, []string{"reason"}),
+		bucketsFailing: prometheus.NewGauge(prometheus.GaugeOpts{Name: "encwatch_sqs_buckets_failing",
+			Help: "Trail buckets none of whose log files could be read since their first failure."}),
 		gaveUp: prometheus.NewCounter(prometheus.CounterOpts{Name: "encwatch_sqs_max_receives_total",
 			Help: "Messages still failing after maxReceives, left to the queue's dead-letter policy."}),
 		extensions: prometheus.NewCounter(prometheus.CounterOpts{Name: "encwatch_sqs_visibility_extensions_total", Help: "Visibility timeouts extended while reading."}),
@@ -358,8 +360,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, o := range []string{"done", "test_event", "unreadable"} {
 		m.messages.WithLabelValues(o)
 	}
+	for _, r := range []string{"AccessDenied", "NoSuchKey", "other"} {
+		m.objectErrors.WithLabelValues(r)
+	}
 	if reg != nil {
-		reg.MustRegister(m.inFlight, m.messages, m.receiveErrors, m.objectErrors, m.gaveUp, m.extensions, m.bytes, m.skipped)
+		reg.MustRegister(m.inFlight, m.messages, m.receiveErrors, m.objectErrors, m.bucketsFailing, m.gaveUp, m.extensions, m.bytes, m.skipped)
 	}
 	return m
 }
