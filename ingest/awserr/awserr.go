@@ -53,3 +53,26 @@ func Retryable(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded)
 }
+
+// SessionExpired reports whether a call was refused because the
+// credentials' session expired or was revoked: signing again with newly
+// assumed credentials can fix it, retrying with the cached ones cannot.
+func SessionExpired(err error) bool {
+	switch Code(err) {
+	case "ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException", "InvalidToken", "TokenRefreshRequired":
+		return true
+	}
+	return false
+}
+
+// PermissionCode reports whether an AWS error code says the caller may not
+// do what it asked (a policy, or a session gone): retrying cannot fix it,
+// a change of the caller's permissions can.
+func PermissionCode(code string) bool {
+	switch code {
+	case "AccessDenied", "AccessDeniedException", "AllAccessDisabled", "UnauthorizedOperation", "AuthorizationError",
+		"ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException", "InvalidToken":
+		return true
+	}
+	return false
+}

@@ -35,6 +35,9 @@ type Account struct {
 	// S3 and KMS return the clients of a Region.
 	S3  func(region string) S3API
 	KMS func(region string) KMSAPI
+	// Credentials, for an assumed role, is the cache the clients sign
+	// with: dropped when a call says the session expired or was revoked.
+	Credentials *aws.CredentialsCache
 }
 
 var roleAccount = regexp.MustCompile(`^arn:aws[a-z-]*:iam::(\d{12}):role/`)
@@ -72,7 +75,8 @@ func NewAccount(ctx context.Context, roleARN, externalID string) (*Account, erro
 				o.ExternalID = aws.String(externalID)
 			}
 		})
-		cfg.Credentials = aws.NewCredentialsCache(provider)
+		a.Credentials = aws.NewCredentialsCache(provider)
+		cfg.Credentials = a.Credentials
 	} else {
 		out, err := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
 		if err != nil {

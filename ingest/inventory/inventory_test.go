@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -216,8 +217,8 @@ func TestUnreadableBucketsAndSlowDown(t *testing.T) {
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Metrics: inventory.NewMetrics(reg)})
 	var c collect
 	res := s.Scan(context.Background(), c.emit)[0]
-	if res.Err != nil || res.Read != 16 || res.Failed != 4 {
-		t.Fatalf("result = %+v, want 16 read and 4 unreadable", res)
+	if res.Err != nil || res.Read != 16 || res.Failed != 4 || res.Denied != "" {
+		t.Fatalf("result = %+v, want 16 read and 4 unreadable, no permission named as gone", res)
 	}
 	for _, name := range []string{"b-00", "b-05", "b-10", "b-15"} {
 		if ev := c.evs[name]; ev == nil || ev.Inventory.ErrorCode != "AccessDenied" {
@@ -257,5 +258,67 @@ func TestFailingAccountDoesNotStopOthers(t *testing.T) {
 	}
 	if res[1].Err == nil || c.evs["complete:333333333333/us-east-1"] != nil {
 		t.Errorf("the broken account: %+v, want an error and no marker", res[1])
+	}
+}
+
+// TestPermissionGoneIsNamed: an account whose reader role can read no
+// configuration at all, and another whose buckets' keys it may not
+// describe, are named with the permission for /readyz, the scan still
+// completing; a bucket denied among readable ones is not such a failure.
+func TestPermissionGoneIsNamed(t *testing.T) {
+	w := world(t)
+	for i := range 3 {
+		w.S3.AddBucket(awsemu.Bucket{Name: fmt.Sprintf("denied-%d", i), Account: "222222222222", Region: "us-east-1", Deny: true,
+			Rules: []awsemu.Rule{{Algorithm: "AES256"}}})
+	}
+	key := awsemu.Key{ID: "k-1", Account: "999999999999", Region: "us-east-1"} // another account's, not shared
+	w.KMS.AddKey(key)
+	w.S3.AddBucket(awsemu.Bucket{Name: "keyed", Account: "333333333333", Region: "us-east-1",
+		Rules: []awsemu.Rule{{Algorithm: "aws:kms", KMSKeyID: key.ARN()}}})
+	src := &inventory.Source{Scanner: inventory.New(inventory.Options{Regions: []string{"us-east-1"}, Rate: 100,
+		Accounts: []*inventory.Account{account(t, "arn:aws:iam::222222222222:role/reader"), account(t, "arn:aws:iam::333333333333:role/reader")}}),
+		Interval: time.Hour, Checkpoints: noCheckpoints{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, func(context.Context, ingest.Batch) error { return nil }) }()
+	testkit.Eventually(t, 10*time.Second, func() bool { return len(src.Failing()) == 2 }, "both accounts named: %q", src.Failing())
+	f := src.Failing()
+	slices.Sort(f)
+	if !strings.HasPrefix(f[0], "222222222222/us-east-1: s3:GetEncryptionConfiguration refused for all 3 buckets (AccessDenied)") ||
+		!strings.HasPrefix(f[1], "333333333333/us-east-1: kms:DescribeKey refused for all 1 keys (AccessDeniedException)") {
+		t.Errorf("Failing() = %q", f)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// noCheckpoints is a state that holds no checkpoint yet.
+type noCheckpoints struct{}
+
+func (noCheckpoints) Checkpoint(string) ([]byte, error) { return nil, nil }
+
+// TestRevokedSessionAssumedAgain: the reader role's sessions are revoked
+// between two scans; the second scan's first call is refused as expired,
+// the role is assumed again and the scan reads every bucket.
+func TestRevokedSessionAssumedAgain(t *testing.T) {
+	w := world(t)
+	const role = "arn:aws:iam::222222222222:role/reader"
+	for i := range 5 {
+		w.S3.AddBucket(awsemu.Bucket{Name: fmt.Sprintf("b-%d", i), Account: "222222222222", Region: "us-east-1", Rules: []awsemu.Rule{{Algorithm: "AES256"}}})
+	}
+	s := inventory.New(inventory.Options{Accounts: []*inventory.Account{account(t, role)}, Regions: []string{"us-east-1"}, Rate: 100})
+	for scan := range 2 {
+		if scan == 1 {
+			w.CloudTrail.RevokeSessions("222222222222")
+		}
+		var c collect
+		if res := s.Scan(context.Background(), c.emit)[0]; res.Err != nil || res.Read != 5 || res.Failed != 0 {
+			t.Fatalf("scan %d: %+v, want 5 read", scan+1, res)
+		}
+	}
+	if n := w.CloudTrail.AssumeRoles()[role]; n != 2 {
+		t.Errorf("the role was assumed %d times, want twice (again after the revocation)", n)
 	}
 }

@@ -67,6 +67,7 @@ type Scanner struct {
 	o        Options
 	limiters map[string]*rate.Limiter
 	progress map[string]*Progress
+	creds    map[string]*aws.CredentialsCache // by account; nil for own credentials
 }
 
 // Progress counts what a scan of one account did so far.
@@ -91,8 +92,9 @@ func New(o Options) *Scanner {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Scanner{o: o, limiters: map[string]*rate.Limiter{}, progress: map[string]*Progress{}}
+	s := &Scanner{o: o, limiters: map[string]*rate.Limiter{}, progress: map[string]*Progress{}, creds: map[string]*aws.CredentialsCache{}}
 	for _, a := range o.Accounts {
+		s.creds[a.ID] = a.Credentials
 		// Burst 1 and no tokens at start: never more than Rate calls in
 		// any second, also right after a restart.
 		// The limiter runs at 95% of Rate, so that network jitter (two
@@ -121,6 +123,12 @@ type Result struct {
 	Started, Ended  time.Time
 	Listed          map[string]int // buckets listed, by type
 	Read, Failed    int            // configurations read, buckets that could not be read
+	// Keys and KeysFailed count the distinct keys described and those
+	// DescribeKey refused.
+	Keys, KeysFailed int
+	// Denied, when set, says that a permission the scan needs is gone:
+	// every configuration read, or every DescribeKey, failed for good.
+	Denied string
 	// Err is set when a listing failed (the other type's may have
 	// finished: the completion marker names only the listings that did).
 	Err error
@@ -210,9 +218,11 @@ func (s *Scanner) ScanTarget(ctx context.Context, a *Account, region string, emi
 	}
 	go func() { readers.Wait(); close(events) }()
 	var emitErr error
+	readReasons := map[string]int{}
 	for ev := range events {
 		if ev.Inventory.ErrorCode != "" {
 			res.Failed++
+			readReasons[ev.Inventory.ErrorCode]++
 		} else {
 			res.Read++
 		}
@@ -238,11 +248,43 @@ func (s *Scanner) ScanTarget(ctx context.Context, a *Account, region string, emi
 			}
 		}
 	}
+	keyReasons := map[string]int{}
+	for _, e := range t.keys {
+		res.Keys++
+		if e.info.Error != "" {
+			res.KeysFailed++
+			keyReasons[e.info.Error]++
+		}
+	}
+	res.Denied = denied(res, readReasons, keyReasons)
 	if res.Err == nil {
 		s.o.Metrics.duration.WithLabelValues(a.ID, region).Set(res.Ended.Sub(res.Started).Seconds())
 		s.o.Metrics.last.WithLabelValues(a.ID, region).Set(float64(res.Started.Unix()))
 	}
 	return res
+}
+
+// denied names a permission the scan lost: every configuration read (or
+// every DescribeKey) failed, mostly for a permission error. One
+// bucket whose policy denies the reader is normal and not this.
+func denied(res Result, reads, keys map[string]int) string {
+	var out []string
+	top := func(m map[string]int) string {
+		best := ""
+		for r, n := range m {
+			if best == "" || n > m[best] || n == m[best] && r < best {
+				best = r
+			}
+		}
+		return best
+	}
+	if r := top(reads); res.Read == 0 && res.Failed > 0 && awserr.PermissionCode(r) {
+		out = append(out, fmt.Sprintf("s3:GetEncryptionConfiguration refused for all %d buckets (%s)", res.Failed, r))
+	}
+	if r := top(keys); res.Keys > 0 && res.KeysFailed == res.Keys && awserr.PermissionCode(r) {
+		out = append(out, fmt.Sprintf("kms:DescribeKey refused for all %d keys (%s)", res.Keys, r))
+	}
+	return strings.Join(out, "; ")
 }
 
 // target is the scan of one account and Region.
@@ -445,12 +487,22 @@ func bound(s string, n int) string {
 // jitter, at most Attempts times.
 func (s *Scanner) call(ctx context.Context, account, api string, fn func() error) error {
 	wait := backoff.Backoff{Min: s.o.MinBackoff, Max: s.o.MaxBackoff}
+	renewed := false
 	for attempt := 1; ; attempt++ {
 		if err := s.limiters[account].Wait(ctx); err != nil {
 			return err
 		}
 		s.o.Metrics.calls.WithLabelValues(account, api).Inc()
 		err := fn()
+		if err != nil && !renewed && awserr.SessionExpired(err) {
+			// The role's session expired or was revoked: assume it again,
+			// once, rather than fail every call until the cache expires.
+			if c := s.creds[account]; c != nil {
+				c.Invalidate()
+				renewed = true
+				continue
+			}
+		}
 		if err == nil || ctx.Err() != nil || !awserr.Retryable(err) || attempt >= s.o.Attempts {
 			return err
 		}

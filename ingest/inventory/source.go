@@ -155,6 +155,14 @@ func (s *Source) loop(ctx context.Context, a *Account, region string, h ingest.H
 		}
 		ev.Int("general_purpose", res.Listed[ingest.BucketGeneralPurpose]).Int("directory", res.Listed[ingest.BucketDirectory]).
 			Int("read", res.Read).Int("unreadable", res.Failed).Dur("took", res.Ended.Sub(res.Started)).Msg("inventory scan finished")
+		if res.Err == nil && res.Denied != "" {
+			// The scan finished, but a permission it needs is gone: say so
+			// until a scan works again (the next is in Interval).
+			log.Warn().Str("denied", res.Denied).Msg("inventory scan could not read what it needs; check the reader role's permissions")
+			s.setFailing(a.ID+"/"+region, res.Denied+" (scan ended "+res.Ended.UTC().Format(time.RFC3339)+")")
+			retry.Reset()
+			continue
+		}
 		if res.Err == nil {
 			s.setFailing(a.ID+"/"+region, "")
 			retry.Reset()

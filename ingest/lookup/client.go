@@ -26,6 +26,7 @@ func NewTarget(ctx context.Context, region, roleARN, externalID string) (Target,
 		return Target{}, fmt.Errorf("AWS configuration for %s: %w", region, err)
 	}
 	account := "default"
+	var creds *aws.CredentialsCache
 	if roleARN != "" {
 		m := roleAccount.FindStringSubmatch(roleARN)
 		if m == nil {
@@ -38,8 +39,9 @@ func NewTarget(ctx context.Context, region, roleARN, externalID string) (Target,
 				o.ExternalID = aws.String(externalID)
 			}
 		})
-		cfg.Credentials = aws.NewCredentialsCache(provider)
+		creds = aws.NewCredentialsCache(provider)
+		cfg.Credentials = creds
 	}
 	client := cloudtrail.NewFromConfig(cfg, func(o *cloudtrail.Options) { o.Retryer = aws.NopRetryer{} })
-	return Target{Account: account, Region: region, Client: client}, nil
+	return Target{Account: account, Region: region, Client: client, Credentials: creds}, nil
 }

@@ -28,6 +28,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/encwatch/encwatch/ingest"
+	"github.com/encwatch/encwatch/ingest/awserr"
 	"github.com/encwatch/encwatch/ingest/backoff"
 )
 
@@ -62,6 +63,11 @@ type Target struct {
 	Account string
 	Region  string
 	Client  API
+	// Credentials, for an assumed role, is the cache its calls sign with:
+	// dropped when a call says the session expired or was revoked, so the
+	// next poll assumes the role again instead of waiting out the cached
+	// credentials' expiry.
+	Credentials *aws.CredentialsCache
 }
 
 // Defaults of the options, which the configuration's defaults are too.
@@ -259,6 +265,10 @@ func (p *poller) run(ctx context.Context) error {
 			p.o.Metrics.pollFailures.WithLabelValues(p.t.Account, p.t.Region, reason).Inc()
 			p.o.Metrics.failing.WithLabelValues(p.t.Account, p.t.Region).Set(1)
 			p.src.setFailing(p.t, reason+" since "+p.o.Now().UTC().Format(time.RFC3339))
+			if awserr.SessionExpired(err) && p.t.Credentials != nil {
+				p.t.Credentials.Invalidate()
+				p.log.Warn().Str("reason", reason).Msg("the role's session was rejected (expired or revoked); assuming the role again at the next poll")
+			}
 			if classify(err) == "permanent" {
 				// Retrying at once cannot help; the other targets go on.
 				wait = min(p.o.Interval<<min(failures-1, 20), maxPollBackoff)

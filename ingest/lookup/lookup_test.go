@@ -457,3 +457,69 @@ func TestClockJumps(t *testing.T) {
 		t.Errorf("%d events handed on (%v), want each of 3 once", total, ev)
 	}
 }
+
+// TestRoleDeniedThenRevoked: a member account's role can no longer be
+// assumed (its trust policy changed): that target fails with STS's
+// reason and backs off while the own account is read; once allowed it
+// catches up. Then the role's sessions are revoked: the next poll is
+// refused as expired, the cached credentials are dropped, the role is
+// assumed again and the target reads on within a poll or two, instead of
+// failing until the cached credentials expire an hour later.
+func TestRoleDeniedThenRevoked(t *testing.T) {
+	emu := emulator(t)
+	now := time.Now()
+	const member, role = "444455556666", "arn:aws:iam::444455556666:role/encwatch-reader"
+	add := func(account, id string) {
+		if err := emu.AddRecord(account, "us-east-1", rec(id, ingest.DeleteBucketEncryption, "b-"+id, now.Add(-time.Minute)), time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(emu.DefaultAccount, "own")
+	add(member, "member-1")
+	emu.DenyAssume(role, true)
+	own, err := lookup.NewTarget(context.Background(), "us-east-1", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := lookup.NewTarget(context.Background(), "us-east-1", role, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs testkit.Buffer
+	reg := prometheus.NewRegistry()
+	c := &collector{events: map[string]int{}, cps: map[string][]byte{}}
+	src, err := lookup.New(lookup.Options{Targets: []lookup.Target{own, mem}, Interval: 200 * time.Millisecond, Checkpoints: c,
+		Logger: zerolog.New(&logs), Metrics: lookup.NewMetrics(reg)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, c.handle) }()
+	testkit.Eventually(t, 20*time.Second, func() bool { got, _ := c.count(); return got["own"] == 1 }, "the own account was not read")
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		f := src.Failing()
+		return len(f) == 1 && strings.HasPrefix(f[0], member+"/us-east-1: AccessDenied since ")
+	}, "Failing() does not name the member whose role is refused: %v", src.Failing())
+	if v := testkit.MetricValue(t, reg, "encwatch_lookup_poll_failures_total", "reason", "AccessDenied"); v < 1 {
+		t.Errorf("poll failures by reason AccessDenied: %v", v)
+	}
+	emu.DenyAssume(role, false)
+	testkit.Eventually(t, 30*time.Second, func() bool { got, _ := c.count(); return got["member-1"] == 1 }, "the member did not catch up once its role could be assumed")
+	assumed := emu.AssumeRoles()[role]
+
+	emu.RevokeSessions(member)
+	add(member, "member-2")
+	testkit.Eventually(t, 15*time.Second, func() bool { got, _ := c.count(); return got["member-2"] == 1 },
+		"the member was not read after its sessions were revoked")
+	if emu.AssumeRoles()[role] <= assumed {
+		t.Error("the role was not assumed again after its session was revoked")
+	}
+	if !strings.Contains(logs.String(), "assuming the role again") {
+		t.Error("the revoked session is not logged")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
