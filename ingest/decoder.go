@@ -60,6 +60,7 @@ type Decoder struct {
 	line    int   // 1-based line at lineOff
 	items   int   // items seen by the generic path
 	walked  int64 // elements without a record marker are counted up to here
+	memo    needles
 }
 
 // Decode reads r to its end. It returns the stats and an error only when
@@ -73,6 +74,7 @@ func (d *Decoder) Decode(r io.Reader) (Stats, error) {
 	bp := chunkPool.Get().(*[]byte)
 	d.w = window{r: r, buf: *bp, max: max + chunkSize}
 	d.lineOff, d.line, d.items, d.walked = 0, 1, 0, 0
+	d.memo = needles{}
 	defer func() {
 		if len(d.w.buf) == chunkSize {
 			*bp = d.w.buf
@@ -102,6 +104,11 @@ func (d *Decoder) Decode(r io.Reader) (Stats, error) {
 }
 
 var errStop = errors.New("stopped")
+
+// fastPaths turns on the compact path's shortcuts (remembered needle
+// searches, the data-event scanner); tests turn them off to compare with
+// the plain way.
+var fastPaths = true
 
 func (d *Decoder) report(pos Position, err error) {
 	d.stats.Errors++
@@ -194,7 +201,13 @@ func (d *Decoder) compact() error {
 		data := w.data()
 		h := -1
 		if rel := int(search - w.base); rel < len(data) {
-			if i := d.index(data[rel:]); i >= 0 {
+			i := -1
+			if fastPaths {
+				i = d.indexAt(search, data[rel:])
+			} else {
+				i = d.index(data[rel:])
+			}
+			if i >= 0 {
 				h = rel + i
 			}
 		}
@@ -221,6 +234,15 @@ func (d *Decoder) compact() error {
 			continue
 		}
 		hit := w.base + int64(h)
+		if d.DataEvents && fastPaths {
+			if end := d.dataRecord(data, search, h, &counted); end > 0 {
+				search = end
+				continue
+			}
+			if d.stopErr != nil {
+				return errStop
+			}
+		}
 		startRel := bytes.LastIndex(data[:h], recordMarker)
 		if startRel < 0 {
 			if next, done := d.offLayout(hit, -1, &search, counted); done {
@@ -269,6 +291,49 @@ func (d *Decoder) compact() error {
 
 func (d *Decoder) maxRecord() int { return d.Limits.MaxRecordBytes }
 
+// dataRecord is the compact path's way for data-event trails, where a
+// third of the records or more match a data needle: the record holding the
+// match at h is found by searching forward from search for the last record
+// marker before h (faster than searching back), and its end by the
+// data-event scanner, which reads it at the same time (no value scan, no
+// second pass for an event that matters to no rule). It returns the
+// absolute end of the record read, or 0 when the usual way must be taken
+// (the record starts before search, or is not a data event the scanner
+// reads).
+func (d *Decoder) dataRecord(data []byte, search int64, h int, counted *int64) int64 {
+	w := &d.w
+	i := int(search - w.base)
+	if i < 0 || i > h {
+		return 0
+	}
+	start := -1
+	for {
+		j := bytes.Index(data[i:h], recordMarker)
+		if j < 0 {
+			break
+		}
+		start = i + j
+		i = start + len(recordMarker)
+	}
+	if start < 0 {
+		return 0
+	}
+	n, matters, ok := scanDataPrefix(data[start:])
+	if !ok || start+n <= h || n > d.maxRecord() {
+		return 0
+	}
+	raw := data[start : start+n]
+	abs := w.base + int64(start)
+	d.countMarkers(counted, abs+1)
+	pos := Position{Source: d.Source, Index: int(d.stats.Records - 1), Offset: abs}
+	if !matters && !hasControl(raw) && utf8.Valid(raw) {
+		d.stats.Candidates++ // read, and it matters to no rule
+	} else if err := d.record(raw, pos); err != nil {
+		return 0 // d.stopErr says why
+	}
+	return abs + int64(n)
+}
+
 // countMarkers counts the records that start in [*from, to).
 func (d *Decoder) countMarkers(from *int64, to int64) {
 	if to <= *from {
@@ -289,9 +354,18 @@ func (d *Decoder) countMarkers(from *int64, to int64) {
 // record handles one raw record of the compact path.
 func (d *Decoder) record(raw []byte, pos Position) error {
 	d.stats.Candidates++
-	if !utf8.Valid(raw) {
+	valid := utf8.Valid(raw)
+	if !valid {
 		// Judged all the same (invalid bytes read as U+FFFD), but reported.
 		d.report(pos, ErrInvalidUTF8)
+	}
+	if d.DataEvents && fastPaths {
+		if ev, ok := decodeDataFast(raw, valid); ok {
+			if ev == nil {
+				return nil // a data event that matters to no rule
+			}
+			return d.emit(ev, pos)
+		}
 	}
 	ev, err := decodeRecord(raw, d.Limits.MaxRules)
 	if err != nil {
@@ -305,7 +379,7 @@ func (d *Decoder) record(raw []byte, pos Position) error {
 }
 
 func (d *Decoder) emit(ev *Event, pos Position) error {
-	if !ev.IsEncryptionEvent() && !ev.IsKMSEvent() && !(d.DataEvents && ev.IsDataEvent()) {
+	if !ev.IsEncryptionEvent() && !ev.IsKMSEvent() && !(d.DataEvents && ev.IsDataEvent() && ev.DataMatters()) {
 		return nil
 	}
 	ev.Origin = pos

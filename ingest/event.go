@@ -200,6 +200,17 @@ func (o ObjectRequest) Overrides() bool {
 	return false
 }
 
+// DataMatters reports whether a data event can matter to a data-event
+// rule: it named or was given an encryption of its own
+// (object-encryption-override), it is SSE-KMS (directory-kms-copy-cost
+// counts such copies), or it re-keys an object (object-encryption-rekeyed).
+// Every other data event (a PutObject that took the bucket default, as
+// most do) changes nothing and is dropped by the decoder, so that a
+// data-event trail costs little more than a management trail.
+func (e *Event) DataMatters() bool {
+	return e.Name == UpdateObjectEncryption || e.Object.Overrides() || e.Object.KMS()
+}
+
 // KMS reports whether the object is (or will be) encrypted with SSE-KMS.
 func (o ObjectRequest) KMS() bool {
 	return o.Requested == "aws:kms" || o.SSEApplied == "SSE_KMS" || o.SSEApplied == "Default_SSE_KMS" || o.ResponseSSE == "aws:kms"

@@ -26,6 +26,10 @@ func parseParams(raw json.RawMessage, maxRules int) params {
 	if json.Unmarshal(raw, &m) != nil {
 		return p
 	}
+	// Keys that differ only in case are distinct map entries, iterated in
+	// no order: what decides between two of them must not depend on it.
+	var sse, sseC string
+	var objEnc json.RawMessage
 	for k, v := range m {
 		switch strings.ToLower(k) {
 		case "bucketname":
@@ -37,44 +41,57 @@ func parseParams(raw json.RawMessage, maxRules int) params {
 		case "key":
 			p.object.Key = scalar(v)
 		case "x-amz-server-side-encryption":
-			p.object.Requested = scalar(v)
+			sse = scalar(v)
 		case "x-amz-server-side-encryption-customer-algorithm":
 			if scalar(v) != "" {
-				p.object.Requested = "SSE-C"
+				sseC = "SSE-C"
 			}
 		case "x-amz-server-side-encryption-aws-kms-key-id":
 			p.object.KMSKeyID = scalar(v)
 		case "x-amz-server-side-encryption-bucket-key-enabled":
 			p.object.BucketKeyEnabled = scalar(v)
 		case "objectencryption":
-			// UpdateObjectEncryption: {"SSE-KMS": {"KMSKeyArn": ..., "BucketKeyEnabled": ...}}
-			var oe map[string]json.RawMessage
-			if json.Unmarshal(v, &oe) == nil {
-				for alg, body := range oe {
-					if !strings.EqualFold(alg, "SSE-KMS") {
-						continue
-					}
-					var kms map[string]json.RawMessage
-					if json.Unmarshal(body, &kms) != nil {
-						continue
-					}
-					p.object.Requested = "aws:kms"
-					for k, kv := range kms {
-						switch strings.ToLower(k) {
-						case "kmskeyarn":
-							p.object.KMSKeyID = scalar(kv)
-						case "bucketkeyenabled":
-							p.object.BucketKeyEnabled = scalar(kv)
-						}
+			objEnc = v
+		case "x-amz-copy-source":
+			p.object.CopySourceBucket = copySourceBucket(scalar(v))
+		}
+	}
+	// A customer-provided key wins over a named algorithm (the request is
+	// SSE-C whatever else it says).
+	p.object.Requested = firstNonEmpty(sseC, sse)
+	if objEnc != nil {
+		// UpdateObjectEncryption: {"SSE-KMS": {"KMSKeyArn": ..., "BucketKeyEnabled": ...}}
+		var oe map[string]json.RawMessage
+		if json.Unmarshal(objEnc, &oe) == nil {
+			for alg, body := range oe {
+				if !strings.EqualFold(alg, "SSE-KMS") {
+					continue
+				}
+				var kms map[string]json.RawMessage
+				if json.Unmarshal(body, &kms) != nil {
+					continue
+				}
+				p.object.Requested = "aws:kms"
+				for k, kv := range kms {
+					switch strings.ToLower(k) {
+					case "kmskeyarn":
+						p.object.KMSKeyID = scalar(kv)
+					case "bucketkeyenabled":
+						p.object.BucketKeyEnabled = scalar(kv)
 					}
 				}
 			}
-		case "x-amz-copy-source":
-			src, _ := url.PathUnescape(strings.TrimPrefix(scalar(v), "/"))
-			p.object.CopySourceBucket, _, _ = strings.Cut(src, "/")
 		}
 	}
 	return p
+}
+
+// copySourceBucket reads the bucket of x-amz-copy-source
+// (/BUCKET/KEY, URL-encoded).
+func copySourceBucket(v string) string {
+	src, _ := url.PathUnescape(strings.TrimPrefix(v, "/"))
+	b, _, _ := strings.Cut(src, "/")
+	return b
 }
 
 // scalar reads a JSON string, or the first string of an array of strings.

@@ -109,3 +109,112 @@ func (d *Decoder) index(b []byte) int {
 
 // contains reports whether b holds any needle.
 func (d *Decoder) contains(b []byte) bool { return d.index(b) >= 0 }
+
+// needleKinds are the searches of the compact path: the main needle, the
+// KMS lifecycle names, and the two data needles (only with DataEvents).
+const (
+	kindMain = iota
+	kindKMS
+	kindData0
+	kindData1
+	needleKinds
+)
+
+// found is where one kind of needle was last searched for, in absolute
+// offsets of the stream: searched [from, to) and found the first match at
+// at (-1: none there).
+type found struct{ from, to, at int64 }
+
+// needles remembers, for each kind, the first match at or after the last
+// search, so that the compact path scans each byte once per kind. Without
+// it, a rare needle (a KMS name) was searched for again to the end of the
+// buffer after every match of a frequent one (a data needle in one record
+// of three): quadratic in the buffer, 10x replay time.
+type needles struct {
+	f     [needleKinds]found
+	valid bool
+}
+
+// indexAt is index for data, which starts at the absolute offset abs of
+// the stream, with what earlier searches found reused. Earlier matches
+// before abs are dropped; a search that found nothing is continued from
+// where it stopped.
+func (d *Decoder) indexAt(abs int64, data []byte) int {
+	if !d.memo.valid {
+		d.memo = needles{valid: true}
+		for k := range d.memo.f {
+			d.memo.f[k] = found{from: -1, to: -1, at: -1}
+		}
+	}
+	kinds := needleKinds
+	if !d.DataEvents {
+		kinds = kindData0
+	}
+	end := abs + int64(len(data))
+	best := int64(-1)
+	for k := range kinds {
+		f := &d.memo.f[k]
+		switch {
+		case f.from >= 0 && f.from <= abs && f.at >= abs:
+			// The first match at or after abs is still that one.
+		case f.from >= 0 && f.from <= abs && f.at < 0 && f.to >= abs:
+			// Nothing in [from, to): go on from to, with an overlap for a
+			// match that straddled it.
+			from := max(abs, f.to-int64(maxNeedle)-int64(len("Deletion")))
+			f.at = searchKind(d, k, data, abs, from, end)
+			f.from, f.to = abs, end
+		default:
+			f.at = searchKind(d, k, data, abs, abs, end)
+			f.from, f.to = abs, end
+		}
+		if f.at >= 0 && f.at < end && (best < 0 || f.at < best) {
+			best = f.at
+		}
+	}
+	if best < 0 {
+		return -1
+	}
+	return int(best - abs)
+}
+
+// searchKind finds the first match of kind k in data[from-abs:] and
+// returns its absolute offset, or -1.
+func searchKind(d *Decoder, k int, data []byte, abs, from, end int64) int64 {
+	lo := int(from - abs)
+	if lo >= len(data) {
+		return -1
+	}
+	var j int
+	switch k {
+	case kindMain:
+		j = bytes.Index(data[lo:], needle)
+		if j >= 0 {
+			j += lo
+		}
+	case kindKMS:
+		// kmsName looks back before the match: search the whole data, but
+		// from lo.
+		j = -1
+		for from := lo; from < len(data); {
+			i := bytes.Index(data[from:], kmsNeedle)
+			if i < 0 {
+				break
+			}
+			at := from + i
+			if start := kmsName(data, at); start >= lo {
+				j = start
+				break
+			}
+			from = at + len(kmsNeedle)
+		}
+	default:
+		j = bytes.Index(data[lo:], dataNeedles[k-kindData0])
+		if j >= 0 {
+			j += lo
+		}
+	}
+	if j < 0 {
+		return -1
+	}
+	return abs + int64(j)
+}

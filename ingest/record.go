@@ -93,7 +93,17 @@ func decodeRecord(raw []byte, maxRules int) (*Event, error) {
 	if r.EventSource == "" || r.EventName == "" {
 		return nil, ErrNotRecord
 	}
+	p := parseParams(r.RequestParameters, maxRules)
+	return buildEvent(&r, p, nil, raw), nil
+}
+
+// buildEvent normalises a parsed record. obj, when set, is the data
+// event's request as the data-event scanner read it; otherwise it is read
+// from the record's responseElements and additionalEventData.
+func buildEvent(r *rawRecord, p params, obj *ObjectRequest, raw []byte) *Event {
 	sum := sha256.Sum256(raw)
+	var digest [32]byte
+	hex.Encode(digest[:], sum[:16])
 	ev := &Event{
 		ID:        string(r.EventID),
 		Name:      string(r.EventName),
@@ -105,7 +115,7 @@ func decodeRecord(raw []byte, maxRules int) (*Event, error) {
 		ErrorMsg:  string(r.ErrorMessage),
 		SourceIP:  string(r.SourceIPAddress),
 		UserAgent: string(r.UserAgent),
-		Digest:    hex.EncodeToString(sum[:16]),
+		Digest:    string(digest[:]),
 	}
 	if t, err := time.Parse(time.RFC3339Nano, ev.TimeRaw); err == nil {
 		ev.Time = t.UTC()
@@ -124,15 +134,18 @@ func decodeRecord(raw []byte, maxRules int) (*Event, error) {
 			ev.Actor.IssuerARN = string(sc.SessionIssuer.ARN)
 		}
 	}
-	params := parseParams(r.RequestParameters, maxRules)
-	ev.Encryption = params.encryption
+	ev.Encryption = p.encryption
 	if ev.IsDataEvent() {
-		ev.Object = objectRequest(params, r.ResponseElements, r.AdditionalData)
+		if obj != nil {
+			ev.Object = *obj
+		} else {
+			ev.Object = objectRequest(p, r.ResponseElements, r.AdditionalData)
+		}
 	}
 	if ev.IsKMSEvent() {
-		ev.KMS = kmsRequest(&r)
+		ev.KMS = kmsRequest(r)
 	} else {
-		ev.Bucket = normaliseBucket(&r, params, ev)
+		ev.Bucket = normaliseBucket(r, p, ev)
 	}
 	ev.Account = firstNonEmpty(string(r.RecipientAccountID), ev.Bucket.Account, ev.Actor.AccountID)
 	if ev.Bucket.Account == "" && ev.Bucket.Name != "" {
@@ -141,7 +154,7 @@ func decodeRecord(raw []byte, maxRules int) (*Event, error) {
 	if ev.Bucket.ARN == "" && ev.Bucket.Name != "" {
 		ev.Bucket.ARN = bucketARN(ev.Bucket)
 	}
-	return ev, nil
+	return ev
 }
 
 func normaliseBucket(r *rawRecord, p params, ev *Event) Bucket {
