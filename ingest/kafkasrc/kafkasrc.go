@@ -30,7 +30,9 @@ type Options struct {
 	TLS     *tls.Config
 	SASL    sasl.Mechanism
 	// MaxBatch and MaxWait bound a batch: up to MaxBatch messages, or what
-	// arrived within MaxWait of the first (defaults 500, 200ms).
+	// arrived within MaxWait of the first (defaults 500 and 5ms: each
+	// event's alert waits at most that long for others, and a backlog
+	// fills a batch at once).
 	MaxBatch       int
 	MaxWait        time.Duration
 	SessionTimeout time.Duration // group session timeout (default 30s)
@@ -53,7 +55,7 @@ func New(o Options) (*Source, error) {
 		o.MaxBatch = 500
 	}
 	if o.MaxWait <= 0 {
-		o.MaxWait = 200 * time.Millisecond
+		o.MaxWait = 5 * time.Millisecond
 	}
 	if o.SessionTimeout <= 0 {
 		o.SessionTimeout = 30 * time.Second

@@ -34,7 +34,7 @@ type Options struct {
 	// each partition.
 	Checkpoints    ingest.Checkpoints
 	SessionTimeout time.Duration // group session timeout (default 30s)
-	// MaxBatch and MaxWait bound a judged batch (defaults 500, 100ms).
+	// MaxBatch and MaxWait bound a judged batch (defaults 500, 5ms).
 	MaxBatch int
 	MaxWait  time.Duration
 	Logger   zerolog.Logger
@@ -53,7 +53,7 @@ func (o *Options) defaults() error {
 		o.MaxBatch = 500
 	}
 	if o.MaxWait <= 0 {
-		o.MaxWait = 100 * time.Millisecond
+		o.MaxWait = 5 * time.Millisecond
 	}
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
