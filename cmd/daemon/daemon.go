@@ -213,6 +213,11 @@ func (a *app) failing() []string {
 			}
 		}
 	}
+	if a.publish != nil {
+		for _, t := range a.publish.Failing() {
+			out = append(out, "repartition "+t+" (the sources wait)")
+		}
+	}
 	return out
 }
 

@@ -135,6 +135,30 @@ type Publisher struct {
 	mu     sync.Mutex
 	parts  int
 	partAt time.Time
+	// failing says why publishes fail, since when ("" while they work).
+	failing string
+}
+
+// Failing names the topic while publishes to it fail, for /readyz and the
+// web page; nil while they work.
+func (p *Publisher) Failing() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failing == "" {
+		return nil
+	}
+	return []string{"kafka topic " + p.o.Topic + ": " + p.failing}
+}
+
+func (p *Publisher) setFailing(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case err == nil:
+		p.failing = ""
+	case p.failing == "":
+		p.failing = err.Error() + " since " + time.Now().UTC().Format(time.RFC3339)
+	}
 }
 
 // NewPublisher checks the topic and returns a Publisher.
@@ -234,6 +258,7 @@ func (p *Publisher) publish(ctx context.Context, evs []*ingest.Event) ([]*ingest
 		p.o.Metrics.publishSeconds.Observe(time.Since(start).Seconds())
 		if err == nil {
 			p.o.Metrics.published.Add(float64(len(msgs)))
+			p.setFailing(nil)
 			return refused, nil
 		}
 		if ctx.Err() != nil {
@@ -265,6 +290,7 @@ func (p *Publisher) publish(ctx context.Context, evs []*ingest.Event) ([]*ingest
 		if len(msgs) == 0 {
 			break
 		}
+		p.setFailing(err)
 		p.o.Metrics.publishErrors.Inc()
 		d := wait.Next()
 		if attempt == 1 || attempt%10 == 0 {

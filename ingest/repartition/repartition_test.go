@@ -3,8 +3,10 @@ package repartition_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -274,4 +276,68 @@ func TestPartitionOfMatchesKafkaGo(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestPublishWaitsWhileKafkaIsDown: with the brokers gone, a source's
+// batch is not stored (so not deleted upstream): the publish is retried,
+// the topic is named as failing; once Kafka is back the events are
+// published, then the checkpoints stored, and the report clears.
+func TestPublishWaitsWhileKafkaIsDown(t *testing.T) {
+	port := freePort(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.SeedTopics(3, "repartition"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := repartition.NewPublisher(ctx, options(c, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c.Close()
+	stored := make(chan ingest.Batch, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- p.Handler(func(_ context.Context, b ingest.Batch) error { stored <- b; return nil })(ctx,
+			ingest.Batch{Source: "sqs", Events: []*ingest.Event{put(accounts[0], 1)}, Checkpoints: map[string][]byte{"k": []byte("v")}})
+	}()
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		f := p.Failing()
+		return len(f) == 1 && strings.HasPrefix(f[0], "kafka topic repartition: ")
+	},
+		"the topic is not named as failing: %v", p.Failing())
+	select {
+	case <-stored:
+		t.Fatal("checkpoints stored while the events were not published")
+	default:
+	}
+	c2, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.SeedTopics(3, "repartition"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the publish did not go through once Kafka was back")
+	}
+	if b := <-stored; b.Checkpoints["k"] == nil || len(b.Events) != 0 {
+		t.Errorf("stored %+v after the publish", b)
+	}
+	if f := p.Failing(); len(f) != 0 {
+		t.Errorf("still failing: %v", f)
+	}
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
