@@ -126,12 +126,7 @@ func gz(b []byte) []byte {
 // and SQS emulators: both notification shapes, several keys, an encoded
 // key, a test event, a digest object and a corrupt gzip file.
 func TestSourceWithEmulators(t *testing.T) {
-	q, store := awsemu.NewSQS(), awsemu.NewS3()
-	qs, ss := httptest.NewServer(q), httptest.NewServer(store)
-	defer qs.Close()
-	defer ss.Close()
-	testkit.AWSEnv(t, qs.URL)
-	t.Setenv("AWS_ENDPOINT_URL_S3", ss.URL)
+	q, store, queueURL := emulators(t)
 	recs, _ := filepath.Glob("../../fixtures/records/gp-*.json")
 	var keys []string
 	for i, p := range recs[:6] {
@@ -157,7 +152,7 @@ func TestSourceWithEmulators(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &collector{ids: map[string]int{}}
-	src, _ := s3sqs.New(s3sqs.Options{QueueURL: qs.URL + "/111122223333/trail-logs", SQS: sq, S3: s3c, Workers: 2, WaitTime: time.Second,
+	src, _ := s3sqs.New(s3sqs.Options{QueueURL: queueURL, SQS: sq, S3: s3c, Workers: 2, WaitTime: time.Second,
 		Visibility: 2 * time.Second, MaxReceives: 2, Logger: zerolog.Nop()})
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 	defer cancel()
@@ -195,12 +190,7 @@ func TestSourceWithEmulators(t *testing.T) {
 // failure is counted by reason and reported for /readyz; once allowed
 // again the messages are read and the report clears.
 func TestReceivePermissionTakenAway(t *testing.T) {
-	q, store := awsemu.NewSQS(), awsemu.NewS3()
-	qs, ss := httptest.NewServer(q), httptest.NewServer(store)
-	defer qs.Close()
-	defer ss.Close()
-	testkit.AWSEnv(t, qs.URL)
-	t.Setenv("AWS_ENDPOINT_URL_S3", ss.URL)
+	q, store, queueURL := emulators(t)
 	b, _ := os.ReadFile("../../fixtures/records/gp-delete.json")
 	store.Put("trail", "AWSLogs/1/CloudTrail/us-east-1/a.json", b)
 	q.Send(`{"s3Bucket":"trail","s3ObjectKey":["AWSLogs/1/CloudTrail/us-east-1/a.json"]}`)
@@ -212,7 +202,7 @@ func TestReceivePermissionTakenAway(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	var logs testkit.Buffer
 	c := &collector{ids: map[string]int{}}
-	src, _ := s3sqs.New(s3sqs.Options{QueueURL: qs.URL + "/111122223333/trail-logs", SQS: sq, S3: s3c, Workers: 2, WaitTime: time.Second,
+	src, _ := s3sqs.New(s3sqs.Options{QueueURL: queueURL, SQS: sq, S3: s3c, Workers: 2, WaitTime: time.Second,
 		Visibility: 10 * time.Second, Logger: zerolog.New(&logs), Metrics: s3sqs.NewMetrics(reg)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -247,13 +237,8 @@ func TestReceivePermissionTakenAway(t *testing.T) {
 // invisible until then, or SQS hands them out again and their events are
 // judged twice.
 func TestDoneMessagesStayInvisibleUntilDeleted(t *testing.T) {
-	q, store := awsemu.NewSQS(), awsemu.NewS3()
+	q, store, queueURL := emulators(t)
 	store.Delay = 500 * time.Millisecond // ten files: 5 s, over the 2 s visibility
-	qs, ss := httptest.NewServer(q), httptest.NewServer(store)
-	defer qs.Close()
-	defer ss.Close()
-	testkit.AWSEnv(t, qs.URL)
-	t.Setenv("AWS_ENDPOINT_URL_S3", ss.URL)
 	good, _ := os.ReadFile("../../fixtures/records/dir-delete.json")
 	for i := range 10 {
 		key := fmt.Sprintf("AWSLogs/1/CloudTrail/us-east-1/f%02d.json.gz", i)
@@ -265,7 +250,7 @@ func TestDoneMessagesStayInvisibleUntilDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &collector{ids: map[string]int{}}
-	src, _ := s3sqs.New(s3sqs.Options{QueueURL: qs.URL + "/111122223333/trail-logs", SQS: sq, S3: s3c, Workers: 2, WaitTime: time.Second,
+	src, _ := s3sqs.New(s3sqs.Options{QueueURL: queueURL, SQS: sq, S3: s3c, Workers: 2, WaitTime: time.Second,
 		Visibility: 2 * time.Second, Logger: zerolog.Nop()})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -299,12 +284,7 @@ func TestDoneMessagesStayInvisibleUntilDeleted(t *testing.T) {
 // bucket's files are read at once. Once allowed, the waiting files are
 // read and the report clears.
 func TestObjectPermissionTakenAway(t *testing.T) {
-	q, store := awsemu.NewSQS(), awsemu.NewS3()
-	qs, ss := httptest.NewServer(q), httptest.NewServer(store)
-	defer qs.Close()
-	defer ss.Close()
-	testkit.AWSEnv(t, qs.URL)
-	t.Setenv("AWS_ENDPOINT_URL_S3", ss.URL)
+	q, store, queueURL := emulators(t)
 	good, _ := os.ReadFile("../../fixtures/records/dir-delete.json")
 	for _, bucket := range []string{"trail-denied", "trail-ok"} {
 		for i := range 3 {
@@ -321,7 +301,7 @@ func TestObjectPermissionTakenAway(t *testing.T) {
 	var logs testkit.Buffer
 	reg := prometheus.NewRegistry()
 	c := &collector{ids: map[string]int{}}
-	src, _ := s3sqs.New(s3sqs.Options{QueueURL: qs.URL + "/111122223333/trail-logs", SQS: sq, S3: s3c, Workers: 2, WaitTime: time.Second,
+	src, _ := s3sqs.New(s3sqs.Options{QueueURL: queueURL, SQS: sq, S3: s3c, Workers: 2, WaitTime: time.Second,
 		Visibility: time.Second, MaxReceives: 20, Logger: zerolog.New(&logs), Metrics: s3sqs.NewMetrics(reg)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -356,4 +336,17 @@ func TestObjectPermissionTakenAway(t *testing.T) {
 		t.Error("the recovery is not logged")
 	}
 	t.Logf("%d GetObject calls on the denied bucket's 3 messages in about 9 s", calls)
+}
+
+// emulators starts the SQS and S3 emulators, points the SDK at them and
+// returns them with the queue's URL.
+func emulators(t *testing.T) (*awsemu.SQS, *awsemu.S3, string) {
+	t.Helper()
+	q, store := awsemu.NewSQS(), awsemu.NewS3()
+	qs, ss := httptest.NewServer(q), httptest.NewServer(store)
+	t.Cleanup(qs.Close)
+	t.Cleanup(ss.Close)
+	testkit.AWSEnv(t, qs.URL)
+	t.Setenv("AWS_ENDPOINT_URL_S3", ss.URL)
+	return q, store, qs.URL + "/111122223333/trail-logs"
 }
