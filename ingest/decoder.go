@@ -326,10 +326,24 @@ func (d *Decoder) dataRecord(data []byte, search int64, h int, counted *int64) i
 	abs := w.base + int64(start)
 	d.countMarkers(counted, abs+1)
 	pos := Position{Source: d.Source, Index: int(d.stats.Records - 1), Offset: abs}
-	if !matters && !hasControl(raw) && utf8.Valid(raw) {
+	switch clean := !hasControl(raw) && utf8.Valid(raw); {
+	case clean && !matters:
 		d.stats.Candidates++ // read, and it matters to no rule
-	} else if err := d.record(raw, pos); err != nil {
-		return 0 // d.stopErr says why
+	case clean:
+		d.stats.Candidates++
+		ev, _, _, ok := scanData(raw, string(raw), true)
+		if ok && ev != nil {
+			if d.emit(ev, pos) != nil {
+				return 0 // d.stopErr says why
+			}
+			break
+		}
+		d.stats.Candidates--
+		fallthrough
+	default:
+		if d.record(raw, pos) != nil {
+			return 0
+		}
 	}
 	return abs + int64(n)
 }
