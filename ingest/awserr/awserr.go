@@ -57,8 +57,10 @@ func Retryable(err error) bool {
 // SessionExpired reports whether a call was refused because the
 // credentials' session expired or was revoked: signing again with newly
 // assumed credentials can fix it, retrying with the cached ones cannot.
-func SessionExpired(err error) bool {
-	switch Code(err) {
+func SessionExpired(err error) bool { return sessionCode(Code(err)) }
+
+func sessionCode(code string) bool {
+	switch code {
 	case "ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException", "InvalidToken", "TokenRefreshRequired":
 		return true
 	}
@@ -70,9 +72,8 @@ func SessionExpired(err error) bool {
 // a change of the caller's permissions can.
 func PermissionCode(code string) bool {
 	switch code {
-	case "AccessDenied", "AccessDeniedException", "AllAccessDisabled", "UnauthorizedOperation", "AuthorizationError",
-		"ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "UnrecognizedClientException", "InvalidToken":
+	case "AccessDenied", "AccessDeniedException", "AllAccessDisabled", "UnauthorizedOperation", "AuthorizationError":
 		return true
 	}
-	return false
+	return sessionCode(code)
 }
