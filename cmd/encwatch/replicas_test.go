@@ -48,7 +48,7 @@ func TestReplicasShareOneQueue(t *testing.T) {
 	}
 	env := []string{"AWS_ENDPOINT_URL_SQS=" + qs.URL, "AWS_ENDPOINT_URL_S3=" + ss.URL}
 	var procs []*daemonProc
-	for range 3 {
+	start := func() {
 		cfg := filepath.Join(t.TempDir(), "encwatch.yaml")
 		os.WriteFile(cfg, []byte(fmt.Sprintf(`state: {dir: %q}
 http: {listen: "127.0.0.1:0"}
@@ -58,7 +58,10 @@ sinks: {stdout: {}}
 `, t.TempDir(), qs.URL+"/111122223333/trail-logs")), 0o600)
 		procs = append(procs, startDaemon(t, cfg, "http://127.0.0.1:1", env...))
 	}
-	// Kill the first replica once it has received messages and is reading.
+	// The first replica starts alone, so that it surely receives messages
+	// (up to 10 a call, read one after the other); the others join once it
+	// is reading, and it is killed while it holds the rest.
+	start()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		got, _ := procs[0].snapshot()
@@ -67,6 +70,8 @@ sinks: {stdout: {}}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	start()
+	start()
 	procs[0].cmd.Process.Kill()
 	procs[0].wait()
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
