@@ -110,20 +110,25 @@ func BenchmarkGunzip(b *testing.B) {
 	}
 }
 
-// BenchmarkDecode is the decoder on decompressed data, one core.
+// BenchmarkDecode is the decoder on decompressed data, one core, with the
+// data-event needles off and on (replay's default policy has them on).
 func BenchmarkDecode(b *testing.B) {
 	loadCorpus(b)
-	b.SetBytes(benchCorpus.manifest.Bytes)
-	b.ReportAllocs()
-	for b.Loop() {
-		for _, data := range benchCorpus.plain {
-			var d ingest.Decoder
-			if _, err := d.Decode(bytes.NewReader(data)); err != nil {
-				b.Fatal(err)
+	for _, data := range []bool{false, true} {
+		b.Run(fmt.Sprintf("data=%v", data), func(b *testing.B) {
+			b.SetBytes(benchCorpus.manifest.Bytes)
+			b.ReportAllocs()
+			for b.Loop() {
+				for _, plain := range benchCorpus.plain {
+					d := ingest.Decoder{DataEvents: data}
+					if _, err := d.Decode(bytes.NewReader(plain)); err != nil {
+						b.Fatal(err)
+					}
+				}
 			}
-		}
+			b.ReportMetric(float64(benchCorpus.manifest.Records)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+		})
 	}
-	b.ReportMetric(float64(benchCorpus.manifest.Records)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }
 
 // BenchmarkPrefilter is the byte scan alone.

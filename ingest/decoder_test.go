@@ -403,3 +403,57 @@ func TestKMSLifecycleEvents(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenFiles reads files through Open one after the other, so that its
+// pooled buffers and gzip readers are reused: gzip and plain, one that grew
+// past the size read into memory after it was listed, and a truncated one.
+func TestOpenFiles(t *testing.T) {
+	dir := t.TempDir()
+	small, _ := bigLog(200, 10, false)
+	other, _ := bigLog(50, 5, true)
+	// Random bytes do not compress: the file on disk is larger than the
+	// part Open reads into memory.
+	rnd := rand.New(rand.NewPCG(1, 2))
+	large := make([]byte, 9<<20)
+	for i := range large {
+		large[i] = byte(rnd.Uint32())
+	}
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	z := gz(small)
+	cases := []struct {
+		name    string
+		in      ingest.Input
+		want    []byte
+		wantErr string
+	}{
+		{"gzip", ingest.Input{Path: write("a.json.gz", z), Size: int64(len(z))}, small, ""},
+		{"plain", ingest.Input{Path: write("b.json", other), Size: int64(len(other))}, other, ""},
+		{"grew", ingest.Input{Path: write("c.json.gz", gz(large)), Size: 100}, large, ""}, // listed at 100 bytes, 9 MB when read
+		{"gzip again", ingest.Input{Path: write("d.json.gz", gz(other)), Size: int64(len(gz(other)))}, other, ""},
+		{"truncated", ingest.Input{Path: write("e.json.gz", z[:len(z)/2]), Size: int64(len(z) / 2)}, nil, "gzip: unexpected EOF"},
+		{"gzip once more", ingest.Input{Path: write("f.json.gz", z), Size: int64(len(z))}, small, ""},
+	}
+	for _, c := range cases {
+		rc, err := ingest.Open(c.in)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if c.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("%s: error %v, want %q", c.name, err, c.wantErr)
+			}
+			continue
+		}
+		if err != nil || !bytes.Equal(got, c.want) {
+			t.Errorf("%s: read %d bytes (err %v), want the %d written", c.name, len(got), err, len(c.want))
+		}
+	}
+}

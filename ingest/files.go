@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/klauspost/compress/gzip"
 )
@@ -120,7 +122,9 @@ func deliveryTime(path string) string {
 }
 
 // Open opens an input for reading, decompressing gzip (recognised by its
-// magic bytes, not its name).
+// magic bytes, not its name). A file of at most wholeFileMax bytes is read
+// into memory first: inflating from a byte slice is a few per cent faster
+// than through a bufio.Reader, and its buffer and gzip reader are reused.
 func Open(in Input) (io.ReadCloser, error) {
 	var f io.ReadCloser
 	switch {
@@ -133,13 +137,66 @@ func Open(in Input) (io.ReadCloser, error) {
 		if f, err = os.Open(in.Path); err != nil {
 			return nil, err
 		}
+		if in.Size > 0 && in.Size <= wholeFileMax {
+			return openWhole(in, f)
+		}
 	}
-	r, err := Decompress(f)
+	r, release, err := decompress(f)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", in.Path, err)
 	}
-	return &readCloser{Reader: r, close: f.Close}, nil
+	return &readCloser{Reader: r, close: func() error { release(); return f.Close() }}, nil
+}
+
+// wholeFileMax bounds the files Open reads into memory at once (one per
+// worker); larger ones are streamed.
+const wholeFileMax = 8 << 20
+
+var filePool = sync.Pool{New: func() any { return new([]byte) }}
+
+// openWhole reads the file f of in into a pooled buffer and decompresses
+// from it. A file that grew past wholeFileMax since it was listed is read
+// on from where the buffer stops.
+func openWhole(in Input, f io.ReadCloser) (io.ReadCloser, error) {
+	bp := filePool.Get().(*[]byte)
+	buf := (*bp)[:0]
+	if cap(buf) < int(in.Size)+1 {
+		buf = make([]byte, 0, in.Size+1)
+	}
+	for len(buf) <= wholeFileMax {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := f.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			f.Close()
+			putFile(bp, buf)
+			return nil, fmt.Errorf("%s: %w", in.Path, err)
+		}
+	}
+	var src io.Reader = bytes.NewReader(buf)
+	if len(buf) > wholeFileMax {
+		src = io.MultiReader(src, f)
+	}
+	r, release, err := decompress(src)
+	done := func() error { release(); putFile(bp, buf); return f.Close() }
+	if err != nil {
+		done()
+		return nil, fmt.Errorf("%s: %w", in.Path, err)
+	}
+	return &readCloser{Reader: r, close: done}, nil
+}
+
+func putFile(bp *[]byte, buf []byte) {
+	if cap(buf) <= wholeFileMax+1 {
+		*bp = buf[:0]
+		filePool.Put(bp)
+	}
 }
 
 type readCloser struct {
@@ -152,20 +209,50 @@ func (r *readCloser) Close() error { return r.close() }
 // Decompress returns a reader of r's content, gunzipped when r starts with
 // the gzip magic bytes. Concatenated gzip members are read in turn.
 func Decompress(r io.Reader) (io.Reader, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
-	head, err := br.Peek(2)
+	dr, _, err := decompress(r)
+	return dr, err
+}
+
+var gzipPool sync.Pool
+
+// decompress is Decompress with a function that hands its gzip reader back
+// for reuse once the caller is done with what it returned.
+func decompress(r io.Reader) (io.Reader, func(), error) {
+	var br interface {
+		io.Reader
+		io.ByteReader
+	}
+	var head []byte
+	var err error
+	if b, ok := r.(*bytes.Reader); ok {
+		head = make([]byte, 2)
+		var n int
+		n, err = b.ReadAt(head, b.Size()-int64(b.Len()))
+		head = head[:n]
+		br = b
+	} else {
+		bb := bufio.NewReaderSize(r, 64<<10)
+		head, err = bb.Peek(2)
+		br = bb
+	}
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
+		return nil, nop, err
 	}
 	if len(head) == 2 && head[0] == 0x1f && head[1] == 0x8b {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return nil, fmt.Errorf("gzip: %w", err)
+		zr, _ := gzipPool.Get().(*gzip.Reader)
+		if zr == nil {
+			zr = new(gzip.Reader)
 		}
-		return &gzipReader{zr: zr}, nil
+		if err := zr.Reset(br); err != nil {
+			gzipPool.Put(zr)
+			return nil, nop, fmt.Errorf("gzip: %w", err)
+		}
+		return &gzipReader{zr: zr}, func() { gzipPool.Put(zr) }, nil
 	}
-	return br, nil
+	return br, nop, nil
 }
+
+func nop() {}
 
 // gzipReader names gzip failures as such, so a truncated file reads as
 // "gzip: unexpected EOF" rather than a bare EOF.
