@@ -40,10 +40,15 @@ OFF=$OUT/data-rules-off.yaml
 printf 'policy:\n  disabled: [object-encryption-override, directory-kms-copy-cost, object-encryption-rekeyed]\n' > "$OFF"
 echo "bench: $(find "$CORPUS/AWSLogs" -name '*.json.gz' | wc -l) files; $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 
+# measure CMD...: prints "seconds rss_kb". The wall time is bash's
+# microsecond clock around the run (GNU time's %e has 10 ms steps, 4% of a
+# run here); the RSS is GNU time's.
 measure() {
-  local log; log=$(mktemp)
-  /usr/bin/time -f '%e %M' -o "$log" "$@" >/dev/null 2>/dev/null
-  cat "$log"; rm -f "$log"
+  local log t0 t1; log=$(mktemp)
+  t0=$EPOCHREALTIME
+  /usr/bin/time -f '%M' -o "$log" "$@" >/dev/null 2>/dev/null
+  t1=$EPOCHREALTIME
+  echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.4f", b - a}') $(cat "$log")"; rm -f "$log"
 }
 stats() { sort -n | awk '{a[NR]=$1} END {printf "%.3f (%.3f-%.3f)", (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2, a[1], a[NR]}'; }
 
@@ -52,10 +57,10 @@ for ((i = 1; i <= RUNS; i++)); do
   read -r on on_rss < <(measure "$OUT/encwatch" replay --quiet "$CORPUS/AWSLogs")
   read -r off _ < <(measure "$OUT/encwatch" replay --quiet --config "$OFF" "$CORPUS/AWSLogs")
   ON+=("$on"); OFFT+=("$off")
-  line=$(printf 'run %d: rules on %.2fs (peak RSS %d MB)   rules off %.2fs' "$i" "$on" $((on_rss / 1024)) "$off")
+  line=$(printf 'run %d: rules on %.3fs (peak RSS %d MB)   rules off %.3fs' "$i" "$on" $((on_rss / 1024)) "$off")
   if [[ -n $OLD ]]; then
     read -r old _ < <(measure "$OUT/encwatch-old" replay --quiet "$CORPUS/AWSLogs")
-    OLDT+=("$old"); line+=$(printf '   %s rules on %.2fs' "$OLD" "$old")
+    OLDT+=("$old"); line+=$(printf '   %s rules on %.3fs' "$OLD" "$old")
   fi
   echo "$line"
 done

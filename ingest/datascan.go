@@ -32,38 +32,40 @@ func decodeDataFast(raw []byte, validUTF8 bool) (*Event, bool) {
 	}
 	// First over a view of the bytes, which no string outlives: most data
 	// events matter to no rule and cost no copy and no allocation.
-	_, n, matters, ok := scanData(raw, unsafe.String(unsafe.SliceData(raw), len(raw)), false)
+	_, n, _, matters, ok := scanData(raw, unsafe.String(unsafe.SliceData(raw), len(raw)), false)
 	if !ok || n != len(raw) || !matters {
 		return nil, ok && n == len(raw)
 	}
-	ev, _, _, ok := scanData(raw, string(raw), true)
+	ev, _, _, _, ok := scanData(raw, string(raw), true)
 	return ev, ok
 }
 
 // scanDataPrefix reads the data event that starts at b[0], without
-// building it: it returns the record's length and whether it matters to a
-// rule. b may go on past the record (the decoder's buffer).
-func scanDataPrefix(b []byte) (n int, matters, ok bool) {
+// building it: it returns the record's length, the record markers nested
+// in it (objects whose first key is eventVersion, which the decoder's
+// record count includes), and whether it matters to a rule. b may go on
+// past the record (the decoder's buffer).
+func scanDataPrefix(b []byte) (n, nested int, matters, ok bool) {
 	if len(b) == 0 || b[0] != '{' {
-		return 0, false, false
+		return 0, 0, false, false
 	}
-	_, n, matters, ok = scanData(b, unsafe.String(unsafe.SliceData(b), len(b)), false)
-	return n, matters, ok
+	_, n, nested, matters, ok = scanData(b, unsafe.String(unsafe.SliceData(b), len(b)), false)
+	return n, nested, matters, ok
 }
 
 // scanData scans the record at the start of raw, whose bytes s holds as a
 // string, and reports its length and whether it is a data event that
 // matters to a rule; the event is built only when build is set (s then
 // outlives the call, and raw holds the record alone).
-func scanData(raw []byte, s string, build bool) (ev *Event, n int, matters, ok bool) {
+func scanData(raw []byte, s string, build bool) (ev *Event, n, nested int, matters, ok bool) {
 	d := dataScan{f: fastScan{b: raw, s: s}, build: build}
 	if !d.f.object(0, recordFields, false, d.record) || d.r.EventSource == "" || d.r.EventName == "" {
-		return nil, 0, false, false
+		return nil, 0, 0, false, false
 	}
-	n = d.f.i
+	n, nested = d.f.i, d.f.markers
 	probe := Event{Name: string(d.r.EventName), Source: string(d.r.EventSource)}
 	if !probe.IsDataEvent() {
-		return nil, 0, false, false
+		return nil, 0, 0, false, false
 	}
 	if d.sseC != "" {
 		d.sseC = "SSE-C"
@@ -71,7 +73,7 @@ func scanData(raw []byte, s string, build bool) (ev *Event, n int, matters, ok b
 	d.obj.Requested = firstNonEmpty(d.sseC, d.sse)
 	probe.Object = d.obj
 	if !probe.DataMatters() || !build {
-		return nil, n, probe.DataMatters(), true
+		return nil, n, nested, probe.DataMatters(), true
 	}
 	if d.hasID {
 		ident := d.id
@@ -91,7 +93,7 @@ func scanData(raw []byte, s string, build bool) (ev *Event, n int, matters, ok b
 	}
 	d.r.Resources = d.resources
 	d.p.object = d.obj
-	return buildEvent(&d.r, d.p, &d.obj, raw[:n]), n, true, true
+	return buildEvent(&d.r, d.p, &d.obj, raw[:n]), n, nested, true, true
 }
 
 // dataScan is what scanData gathers from one record, one method per
@@ -255,16 +257,16 @@ func (d *dataScan) resource() bool {
 // The fields the scanner reads, per object, as encoding/json names them
 // (the map keys of requestParameters and responseElements lowered).
 var (
-	recordFields = []string{"eventVersion", "eventTime", "eventSource", "eventName", "awsRegion", "sourceIPAddress", "userAgent",
+	recordFields = newFieldNames("eventVersion", "eventTime", "eventSource", "eventName", "awsRegion", "sourceIPAddress", "userAgent",
 		"errorCode", "errorMessage", "eventID", "recipientAccountId", "userIdentity", "requestParameters", "responseElements",
-		"additionalEventData", "resources"}
-	identityFields = []string{"type", "principalId", "arn", "accountId", "accessKeyId", "userName", "invokedBy", "sessionContext"}
-	sessionFields  = []string{"sessionIssuer"}
-	issuerFields   = []string{"arn"}
-	paramFields    = []string{"bucketname", "host", "key", "x-amz-server-side-encryption", "x-amz-server-side-encryption-customer-algorithm",
+		"additionalEventData", "resources")
+	identityFields = newFieldNames("type", "principalId", "arn", "accountId", "accessKeyId", "userName", "invokedBy", "sessionContext")
+	sessionFields  = newFieldNames("sessionIssuer")
+	issuerFields   = newFieldNames("arn")
+	paramFields    = newFieldNames("bucketname", "host", "key", "x-amz-server-side-encryption", "x-amz-server-side-encryption-customer-algorithm",
 		"x-amz-server-side-encryption-aws-kms-key-id", "x-amz-server-side-encryption-bucket-key-enabled", "x-amz-copy-source",
-		"serversideencryptionconfiguration", "objectencryption"}
-	responseFields   = []string{"x-amz-server-side-encryption"}
-	additionalFields = []string{"SSEApplied"}
-	resourceFields   = []string{"type", "ARN", "accountId"}
+		"serversideencryptionconfiguration", "objectencryption")
+	responseFields   = newFieldNames("x-amz-server-side-encryption")
+	additionalFields = newFieldNames("SSEApplied")
+	resourceFields   = newFieldNames("type", "ARN", "accountId")
 )

@@ -170,6 +170,27 @@ func BenchmarkDataEvent(b *testing.B) {
 			}
 		}
 	})
+	// The most frequent case of a data-event trail: a PutObject that took
+	// the bucket default, read to its end and dropped.
+	var dropped []byte
+	for _, r := range recs {
+		if _, _, matters, ok := scanDataPrefix(r); ok && !matters {
+			dropped = r
+			break
+		}
+	}
+	if dropped == nil {
+		b.Fatal("no data event that matters to no rule among the seeds")
+	}
+	b.Run("dropped", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(dropped)))
+		for range b.N {
+			if n, _, matters, ok := scanDataPrefix(dropped); !ok || matters || n != len(dropped) {
+				b.Fatal("not read as dropped")
+			}
+		}
+	})
 }
 
 // decodeAll decodes b with data events on, with or without the fast
@@ -200,6 +221,14 @@ func FuzzFastPaths(f *testing.F) {
 	for i := 0; i+3 <= len(recs); i += 3 {
 		f.Add([]byte(`{"Records":[` + strings.Join(recs[i:i+3], ",") + `]}`))
 	}
+	// Record markers nested in data events (counted as records by the
+	// plain way), then a record that fails, whose index tells.
+	var nested []string
+	for _, r := range recs[:min(3, len(recs))] {
+		nested = append(nested, strings.TrimSuffix(r, "}")+`,"n":{"eventVersion":"x","y":[{"eventVersion":1}]}}`)
+	}
+	nested = append(nested, `{"eventVersion":"1.08","eventSource":"s3.amazonaws.com","eventName":"PutObject","additionalEventData":{"SSEApplied":"SSE_C",}}`)
+	f.Add([]byte(`{"Records":[` + strings.Join(nested, ",") + `]}`))
 	for _, p := range []string{"../fixtures/records/gp-put-kms-alias-name.json", "../fixtures/records/dir-put-kms-cmk.json"} {
 		if b, err := os.ReadFile(p); err == nil {
 			f.Add(b)
@@ -235,6 +264,66 @@ func FuzzFastPaths(f *testing.F) {
 			if !reflect.DeepEqual(fe[i], se[i]) {
 				t.Fatalf("event %d:\nfast  %+v\nplain %+v", i, fe[i], se[i])
 			}
+		}
+	})
+}
+
+// TestIndexMain checks the one pass that finds both "Encryption" and
+// "SSEApplied" against bytes.Index for each, at the edges of the search.
+func TestIndexMain(t *testing.T) {
+	for _, tc := range []struct {
+		data    string
+		lo      int
+		applied bool
+	}{
+		{`xxSSEAppliedxxEncryption`, 0, true},
+		{`xxSSEAppliedxxEncryption`, 0, false},
+		{`xxSSEAppliedxxEncryption`, 3, true}, // starts before lo: not this search's
+		{`SSEApplied`, 0, true},
+		{`SSEApplie`, 0, true},
+		{`EncryptionSSEApplied`, 0, true},
+		{`Encryptio`, 0, true},
+		{`ESEAppliedEEncryption`, 0, true},
+		{`xEncryption`, 1, false},
+		{`xEncryption`, 2, false},
+		{``, 0, true},
+	} {
+		want := bytes.Index([]byte(tc.data[tc.lo:]), needle)
+		if tc.applied {
+			if j := bytes.Index([]byte(tc.data[tc.lo:]), dataNeedles[1]); j >= 0 && (want < 0 || j < want) {
+				want = j
+			}
+		}
+		if want >= 0 {
+			want += tc.lo
+		}
+		if got := indexMain([]byte(tc.data), tc.lo, tc.applied); got != want {
+			t.Errorf("indexMain(%q, %d, %v) = %d, want %d", tc.data, tc.lo, tc.applied, got, want)
+		}
+	}
+}
+
+// FuzzScanHelpers holds the word-at-a-time helpers of the scanner equal to
+// the plain ways: cleanText to hasControl and utf8.Valid, quoteOrBackslash
+// to bytes.IndexAny, isASCII to a byte loop.
+func FuzzScanHelpers(f *testing.F) {
+	for _, s := range []string{"", `abc"def`, `a\"b`, "\x1f", "caf\xc3\xa9\"", "\xff", strings.Repeat("x", 40) + `\`, strings.Repeat("y", 31) + `"`,
+		strings.Repeat("z", 70) + "\"\\", "\x7f\x80"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := cleanText(b), !hasControl(b) && utf8.Valid(b); got != want {
+			t.Fatalf("cleanText(%q) = %v, want %v", b, got, want)
+		}
+		if got, want := quoteOrBackslash(b), bytes.IndexAny(b, `"\`); got != want {
+			t.Fatalf("quoteOrBackslash(%q) = %d, want %d", b, got, want)
+		}
+		ascii := true
+		for _, c := range b {
+			ascii = ascii && c < 0x80
+		}
+		if got := isASCII(b); got != ascii {
+			t.Fatalf("isASCII(%q) = %v, want %v", b, got, ascii)
 		}
 	})
 }

@@ -300,38 +300,76 @@ func (d *Decoder) maxRecord() int { return d.Limits.MaxRecordBytes }
 // absolute end of the record read, or 0 when the usual way must be taken
 // (the record starts before search, or is not a data event the scanner
 // reads).
+// forwardSpan is the distance from the last match up to which dataRecord
+// searches forward for the record's start; beyond it, backward.
+const forwardSpan = 16 << 10
+
 func (d *Decoder) dataRecord(data []byte, search int64, h int, counted *int64) int64 {
 	w := &d.w
 	i := int(search - w.base)
 	if i < 0 || i > h {
 		return 0
 	}
-	start := -1
-	for {
-		j := bytes.Index(data[i:h], recordMarker)
-		if j < 0 {
-			break
+	start, markers := -1, int64(-1)
+	switch from := int(max(*counted, w.base) - w.base); {
+	case h-i > forwardSpan:
+		// A match far from the last one (a trail of management events):
+		// searching forward would be one more pass over everything.
+		if j := bytes.LastIndex(data[i:h], recordMarker); j >= 0 {
+			start = i + j
 		}
-		start = i + j
-		i = start + len(recordMarker)
+	case from <= i:
+		// The records between the last one counted and this one are
+		// counted by the same search that finds this one's start.
+		markers = 0
+		for {
+			j := bytes.Index(data[from:h], recordMarker)
+			if j < 0 {
+				break
+			}
+			start = from + j
+			from = start + len(recordMarker)
+			markers++
+		}
+		if start < i {
+			return 0 // the record holding the match began before search
+		}
+	default:
+		for {
+			j := bytes.Index(data[i:h], recordMarker)
+			if j < 0 {
+				break
+			}
+			start = i + j
+			i = start + len(recordMarker)
+		}
 	}
 	if start < 0 {
 		return 0
 	}
-	n, matters, ok := scanDataPrefix(data[start:])
+	n, nested, matters, ok := scanDataPrefix(data[start:])
 	if !ok || start+n <= h || n > d.maxRecord() {
 		return 0
 	}
 	raw := data[start : start+n]
 	abs := w.base + int64(start)
-	d.countMarkers(counted, abs+1)
+	if markers >= 0 {
+		// This record's own markers were counted by the scanner: the next
+		// search starts at its end, not again at its start.
+		d.stats.Records += markers
+		*counted = abs + int64(n)
+	} else {
+		d.countMarkers(counted, abs+1)
+		nested = 0
+	}
 	pos := Position{Source: d.Source, Index: int(d.stats.Records - 1), Offset: abs}
-	switch clean := !hasControl(raw) && utf8.Valid(raw); {
+	d.stats.Records += int64(nested)
+	switch clean := cleanText(raw); {
 	case clean && !matters:
 		d.stats.Candidates++ // read, and it matters to no rule
 	case clean:
 		d.stats.Candidates++
-		ev, _, _, ok := scanData(raw, string(raw), true)
+		ev, _, _, _, ok := scanData(raw, string(raw), true)
 		if ok && ev != nil {
 			if d.emit(ev, pos) != nil {
 				return 0 // d.stopErr says why

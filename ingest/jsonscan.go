@@ -3,7 +3,9 @@ package ingest
 import (
 	"bytes"
 	"encoding/binary"
+	"math/bits"
 	"strings"
+	"unicode/utf8"
 )
 
 // fastScan is the data-event scanner's cursor over one record: b the
@@ -13,6 +15,11 @@ type fastScan struct {
 	b []byte
 	s string
 	i int
+	// markers counts the objects below the top one that start with the
+	// record marker ({"eventVersion":), the only way its bytes can appear
+	// inside a record that is valid JSON (in a string its quote would be
+	// escaped).
+	markers int
 }
 
 // maxFastDepth bounds the nesting the scanner follows; deeper records go to
@@ -20,6 +27,9 @@ type fastScan struct {
 const maxFastDepth = 64
 
 func (f *fastScan) ws() {
+	if f.i < len(f.b) && f.b[f.i] > ' ' {
+		return // compact JSON, as CloudTrail writes it
+	}
 	for f.i < len(f.b) {
 		switch f.b[f.i] {
 		case ' ', '\t', '\n', '\r':
@@ -55,12 +65,50 @@ func (f *fastScan) str() (string, bool) {
 		return "", false
 	}
 	start := f.i + 1
-	j := bytes.IndexByte(f.b[start:], '"')
-	if j < 0 || bytes.IndexByte(f.b[start:start+j], '\\') >= 0 {
+	j := quoteOrBackslash(f.b[start:])
+	if j < 0 || f.b[start+j] != '"' {
 		return "", false
 	}
 	f.i = start + j + 1
 	return f.s[start : start+j], true
+}
+
+// quoteOrBackslash returns the offset of the first '"' or '\\' in b, or -1.
+// Most strings of a record are short (keys, names, times): their first
+// bytes are tested eight at a time, without the cost of a call to
+// bytes.IndexByte, which takes over for the long ones (tokens, agents).
+func quoteOrBackslash(b []byte) int {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	const quotes, backslashes = 0x2222222222222222, 0x5c5c5c5c5c5c5c5c
+	i := 0
+	for ; i+8 <= len(b) && i < 32; i += 8 {
+		w := binary.LittleEndian.Uint64(b[i:])
+		q, s := w^quotes, w^backslashes
+		// A zero byte of q or s is a quote or a backslash; the lowest byte
+		// flagged is always a true one (a borrow flags only higher bytes).
+		if m := ((q-lo)&^q | (s-lo)&^s) & hi; m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
+	if i < 32 {
+		for ; i < len(b); i++ {
+			if b[i] == '"' || b[i] == '\\' {
+				return i
+			}
+		}
+		return -1
+	}
+	end := len(b)
+	if q := bytes.IndexByte(b[i:], '"'); q >= 0 {
+		end = i + q
+	}
+	if e := bytes.IndexByte(b[i:end], '\\'); e >= 0 {
+		return i + e
+	}
+	if end == len(b) {
+		return -1
+	}
+	return end
 }
 
 // text reads a value into a text field: a string without escapes, or null
@@ -103,6 +151,36 @@ func (f *fastScan) scalar(out *string) bool {
 	return ok
 }
 
+// fieldNames are the keys an object's reader asks for, grouped by length
+// so that each key of the record is compared with the few of its length
+// only.
+type fieldNames struct {
+	list  []string
+	byLen [maxFieldName + 1][]uint8
+}
+
+// maxFieldName is the longest name a fieldNames can hold.
+const maxFieldName = 63
+
+func newFieldNames(list ...string) *fieldNames {
+	fn := &fieldNames{list: list}
+	for i, n := range list {
+		if len(n) > maxFieldName || i > 63 {
+			panic("ingest: field name too long, or too many names: " + n)
+		}
+		fn.byLen[len(n)] = append(fn.byLen[len(n)], uint8(i))
+	}
+	return fn
+}
+
+// candidates returns the indices of the names as long as key.
+func (fn *fieldNames) candidates(key string) []uint8 {
+	if fn == nil || len(key) > maxFieldName {
+		return nil
+	}
+	return fn.byLen[len(key)]
+}
+
 // object reads an object. For each key among names (compared
 // case-insensitively when lowered: the map keys of requestParameters and
 // responseElements, which encwatch lowers), it calls field with the name;
@@ -110,9 +188,12 @@ func (f *fastScan) scalar(out *string) bool {
 // byte, one of names twice, or (not lowered: a struct, whose fields
 // encoding/json matches case-insensitively) a key equal to one of names
 // only case-insensitively, is declined.
-func (f *fastScan) object(depth int, names []string, lowered bool, field func(key string) bool) bool {
+func (f *fastScan) object(depth int, names *fieldNames, lowered bool, field func(key string) bool) bool {
 	if depth > maxFastDepth || f.peek() != '{' {
 		return false
+	}
+	if depth > 0 && strings.HasPrefix(f.s[f.i:], `{"eventVersion":`) {
+		f.markers++
 	}
 	f.i++
 	if f.peek() == '}' {
@@ -121,23 +202,20 @@ func (f *fastScan) object(depth int, names []string, lowered bool, field func(ke
 	}
 	var seen uint64
 	for {
+		start := f.i + 1
 		key, ok := f.str()
-		if !ok {
+		if !ok || !isASCII(f.b[start:start+len(key)]) {
 			return false
-		}
-		for k := 0; k < len(key); k++ {
-			if key[k] >= 0x80 {
-				return false
-			}
 		}
 		if f.peek() != ':' {
 			return false
 		}
 		f.i++
 		idx := -1
-		for n, name := range names {
-			if key == name || lowered && len(key) == len(name) && strings.EqualFold(key, name) {
-				idx = n
+		cands := names.candidates(key)
+		for _, n := range cands {
+			if name := names.list[n]; key == name || lowered && strings.EqualFold(key, name) {
+				idx = int(n)
 				key = name
 				break
 			}
@@ -153,8 +231,8 @@ func (f *fastScan) object(depth int, names []string, lowered bool, field func(ke
 			}
 		default:
 			if !lowered {
-				for _, name := range names {
-					if len(key) == len(name) && strings.EqualFold(key, name) {
+				for _, n := range cands {
+					if strings.EqualFold(key, names.list[n]) {
 						return false
 					}
 				}
@@ -173,6 +251,19 @@ func (f *fastScan) object(depth int, names []string, lowered bool, field func(ke
 			return false
 		}
 	}
+}
+
+// isASCII reports whether b holds only ASCII bytes, eight at a time.
+func isASCII(b []byte) bool {
+	var acc uint64
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		acc |= binary.LittleEndian.Uint64(b[i:])
+	}
+	for ; i < len(b); i++ {
+		acc |= uint64(b[i])
+	}
+	return acc&0x8080808080808080 == 0
 }
 
 // array reads an array, calling elem for each element.
@@ -238,16 +329,15 @@ func (f *fastScan) literal(l string) bool {
 func (f *fastScan) skipString() bool {
 	j := f.i + 1
 	for {
-		q := bytes.IndexByte(f.b[j:], '"')
+		q := quoteOrBackslash(f.b[j:])
 		if q < 0 {
 			return false
 		}
-		e := bytes.IndexByte(f.b[j:j+q], '\\')
-		if e < 0 {
+		if f.b[j+q] == '"' {
 			f.i = j + q + 1
 			return true
 		}
-		j += e + 1 // the escaped character
+		j += q + 1 // the escaped character
 		if j >= len(f.b) {
 			return false
 		}
@@ -287,6 +377,29 @@ func hasControl(b []byte) bool {
 		}
 	}
 	return false
+}
+
+// cleanText reports whether b holds no byte below 0x20 and is valid UTF-8:
+// hasControl and utf8.Valid in one pass, eight bytes at a time, for the
+// usual record that is all ASCII (utf8.Valid runs only when it is not).
+func cleanText(b []byte) bool {
+	const hi = 0x8080808080808080
+	var high uint64
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		w := binary.LittleEndian.Uint64(b[i:])
+		if (w-0x2020202020202020)&^w&hi != 0 {
+			return false
+		}
+		high |= w
+	}
+	for ; i < len(b); i++ {
+		if b[i] < 0x20 {
+			return false
+		}
+		high |= uint64(b[i])
+	}
+	return high&hi == 0 || utf8.Valid(b)
 }
 
 // number consumes a JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
