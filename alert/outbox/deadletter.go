@@ -112,8 +112,15 @@ func (ob *Outbox) deleteSent(ctx context.Context, name string, es []Entry, log z
 
 func (ob *Outbox) deadLetter(ctx context.Context, e Entry, reason string, log zerolog.Logger) {
 	e.Reason, e.Failed = reason, ob.o.Now().UTC()
-	raw, _ := json.Marshal(e)
-	err := ob.o.DB.Update(func(tx *bolt.Tx) error {
+	raw, err := json.Marshal(e)
+	if err != nil {
+		// The stored alert is not JSON (damaged on disk): keep its bytes,
+		// as a string, rather than an empty dead letter.
+		q, _ := json.Marshal(string(e.Alert))
+		e.Alert = q
+		raw, _ = json.Marshal(e)
+	}
+	err = ob.o.DB.Update(func(tx *bolt.Tx) error {
 		dl, err := tx.Bucket(DeadLetterTable).CreateBucketIfNotExists([]byte(e.Sink))
 		if err != nil {
 			return err

@@ -1,10 +1,13 @@
 package outbox
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -311,5 +314,114 @@ func TestConcurrency(t *testing.T) {
 	<-done
 	if sink.n != 200 || sink.max != 4 {
 		t.Errorf("%d sent, at most %d at once; want 200 and 4", sink.n, sink.max)
+	}
+}
+
+// TestRoundsInOrder: an ordered sink gets a burst round after round (the
+// next round read while one is sent) in the order of the queue, also when
+// an alert of a later round fails and the round read ahead is dropped.
+func TestRoundsInOrder(t *testing.T) {
+	db := openDB(t)
+	sink := &scripted{failures: map[string]int{"a-0250": 2, "a-0399": 1}}
+	ob, err := New(Options{DB: db, Queues: []Queue{{Sink: sink}}, BatchSize: 100, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 1000 {
+		ids = append(ids, fmt.Sprintf("a-%04d", i))
+	}
+	put(t, db, ob, ids...)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ob.Run(ctx, time.Second); close(done) }()
+	waitFor(t, "delivery", func() bool { return ob.Depth("scripted") == 0 })
+	cancel()
+	<-done
+	got := sink.delivered()
+	if fmt.Sprint(got) != fmt.Sprint(ids) {
+		t.Errorf("delivered %d alerts, not the %d queued in their order", len(got), len(ids))
+		for i := range min(len(got), len(ids)) {
+			if got[i] != ids[i] {
+				t.Fatalf("first difference at %d: %s, want %s", i, got[i], ids[i])
+			}
+		}
+	}
+}
+
+// TestEntryLayout: entries are written as json.Marshal writes them and read
+// as json.Unmarshal reads them, whatever the alert holds.
+func TestEntryLayout(t *testing.T) {
+	at := time.Date(2026, 12, 2, 7, 8, 9, 123456789, time.UTC)
+	alerts := []alert.Alert{
+		{Schema: alert.Schema, ID: "plain"},
+		{Schema: alert.Schema, ID: `quote " and <script>&</script> \u2028`, Summary: `,"enqueued":"2020-01-01T00:00:00Z"}`},
+		{Schema: alert.Schema, ID: "é ü 日本"},
+	}
+	for _, a := range alerts {
+		body, err := json.Marshal(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := json.Marshal(Entry{Alert: body, Enqueued: at})
+		got, err := encodeEntry(body, at)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("encodeEntry:\n got %s\nwant %s", got, want)
+		}
+		var fast, std Entry
+		ferr, serr := decodeEntry(got, &fast), json.Unmarshal(got, &std)
+		if ferr != nil || serr != nil || !bytes.Equal(fast.Alert, std.Alert) || !fast.Enqueued.Equal(std.Enqueued) {
+			t.Errorf("decodeEntry %q: %v / %v", got, ferr, serr)
+		}
+	}
+	// Other layouts (a dead letter's fields, damaged values) read as
+	// encoding/json reads them.
+	for _, v := range []string{
+		`{"alert":{"id":"x"},"enqueued":"2026-12-02T07:08:09Z","attempts":3,"reason":"no"}`,
+		`{"alert":{"id":"x"},"enqueued":"not a time"}`,
+		`{"alert":{"id":"x"},"enqueued":"2026-12-02T07:08:09Z"`,
+		`{"alert":{"id":"x"},"enqueued":""}`,
+		`{"alert":{"id":"x"},"enqueued":"2026-12-02T07:08"09Z"}`,
+		`not json`,
+	} {
+		var fast, std Entry
+		ferr, serr := decodeEntry([]byte(v), &fast), json.Unmarshal([]byte(v), &std)
+		if (ferr == nil) != (serr == nil) || ferr == nil && (!bytes.Equal(fast.Alert, std.Alert) || fast.Attempts != std.Attempts || !fast.Enqueued.Equal(std.Enqueued)) {
+			t.Errorf("decodeEntry %q: %+v %v, encoding/json %+v %v", v, fast, ferr, std, serr)
+		}
+	}
+}
+
+// TestDamagedEntryKept: an entry whose alert is not JSON goes to the dead
+// letters with its bytes, and the alerts after it are delivered.
+func TestDamagedEntryKept(t *testing.T) {
+	db := openDB(t)
+	sink := &scripted{}
+	ob, err := New(Options{DB: db, Queues: []Queue{{Sink: sink}}, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, db, ob, "a")
+	if err := db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(QueueTable).Bucket([]byte("scripted"))
+		seq, _ := b.NextSequence()
+		ob.added("scripted", 1)
+		return b.Put(key(seq), []byte(`{"alert":{"id":"torn`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	put(t, db, ob, "b")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ob.Run(ctx, time.Second); close(done) }()
+	waitFor(t, "delivery", func() bool { return ob.Depth("scripted") == 0 })
+	cancel()
+	<-done
+	if got := sink.delivered(); fmt.Sprint(got) != "[a b]" {
+		t.Errorf("delivered %v, want [a b]", got)
+	}
+	dl, err := DeadLetters(db, "scripted")
+	if err != nil || len(dl) != 1 || !bytes.Contains(dl[0].Alert, []byte("torn")) || !strings.Contains(dl[0].Reason, "unreadable") {
+		t.Fatalf("dead letters %+v %v: want the damaged entry with its bytes", dl, err)
 	}
 }
