@@ -321,28 +321,14 @@ func (d *Decoder) dataRecord(data []byte, search int64, h int, counted *int64) i
 	case from <= i:
 		// The records between the last one counted and this one are
 		// counted by the same search that finds this one's start.
-		markers = 0
-		for {
-			j := bytes.Index(data[from:h], recordMarker)
-			if j < 0 {
-				break
-			}
-			start = from + j
-			from = start + len(recordMarker)
-			markers++
-		}
+		var n int
+		start, n = lastMarker(data, from, h)
 		if start < i {
 			return 0 // the record holding the match began before search
 		}
+		markers = int64(n)
 	default:
-		for {
-			j := bytes.Index(data[i:h], recordMarker)
-			if j < 0 {
-				break
-			}
-			start = i + j
-			i = start + len(recordMarker)
-		}
+		start, _ = lastMarker(data, i, h)
 	}
 	if start < 0 {
 		return 0
@@ -384,6 +370,21 @@ func (d *Decoder) dataRecord(data []byte, search int64, h int, counted *int64) i
 		}
 	}
 	return abs + int64(n)
+}
+
+// lastMarker returns where the last record marker in data[from:to] starts
+// (-1: none) and how many there are, searching forward.
+func lastMarker(data []byte, from, to int) (last, n int) {
+	last = -1
+	for {
+		j := bytes.Index(data[from:to], recordMarker)
+		if j < 0 {
+			return last, n
+		}
+		last = from + j
+		from = last + len(recordMarker)
+		n++
+	}
 }
 
 // countMarkers counts the records that start in [*from, to).

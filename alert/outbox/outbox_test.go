@@ -74,6 +74,26 @@ func put(t *testing.T, db *bolt.DB, ob *Outbox, ids ...string) {
 	}
 }
 
+// alertIDs returns n ids in queue order: a-0000, a-0001, ...
+func alertIDs(n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("a-%04d", i)
+	}
+	return ids
+}
+
+// runUntilEmpty runs ob until the sink's queue is empty, then stops it.
+func runUntilEmpty(t *testing.T, ob *Outbox, sink string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ob.Run(ctx, time.Second); close(done) }()
+	waitFor(t, "delivery", func() bool { return ob.Depth(sink) == 0 })
+	cancel()
+	<-done
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
@@ -94,12 +114,7 @@ func TestRetriesInOrderAndDeadLetters(t *testing.T) {
 		t.Fatal(err)
 	}
 	put(t, db, ob, "a", "b", "c", "d")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { ob.Run(ctx, time.Second); close(done) }()
-	waitFor(t, "delivery", func() bool { return ob.Depth("scripted") == 0 })
-	cancel()
-	<-done
+	runUntilEmpty(t, ob, "scripted")
 	if got := sink.delivered(); len(got) != 3 || got[0] != "a" || got[1] != "b" || got[2] != "d" {
 		t.Errorf("delivered %v, want a b d in order", got)
 	}
@@ -235,10 +250,7 @@ func TestBatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ids []string
-	for i := range 1000 {
-		ids = append(ids, fmt.Sprintf("a-%04d", i))
-	}
+	ids := alertIDs(1000)
 	if err := db.Update(func(tx *bolt.Tx) error {
 		for _, id := range ids {
 			if _, err := ob.Put(tx, alert.Alert{Schema: alert.Schema, ID: id}); err != nil {
@@ -249,12 +261,7 @@ func TestBatches(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { ob.Run(ctx, time.Second); close(done) }()
-	waitFor(t, "delivery", func() bool { return ob.Depth("scripted") == 0 })
-	cancel()
-	<-done
+	runUntilEmpty(t, ob, "scripted")
 	got := sink.delivered()
 	seen := map[string]int{}
 	for _, id := range got {
@@ -306,12 +313,7 @@ func TestConcurrency(t *testing.T) {
 	for i := range 200 {
 		put(t, db, ob, fmt.Sprint("c-", i))
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { ob.Run(ctx, time.Second); close(done) }()
-	waitFor(t, "delivery", func() bool { return ob.Depth("slow") == 0 })
-	cancel()
-	<-done
+	runUntilEmpty(t, ob, "slow")
 	if sink.n != 200 || sink.max != 4 {
 		t.Errorf("%d sent, at most %d at once; want 200 and 4", sink.n, sink.max)
 	}
@@ -327,17 +329,9 @@ func TestRoundsInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ids []string
-	for i := range 1000 {
-		ids = append(ids, fmt.Sprintf("a-%04d", i))
-	}
+	ids := alertIDs(1000)
 	put(t, db, ob, ids...)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { ob.Run(ctx, time.Second); close(done) }()
-	waitFor(t, "delivery", func() bool { return ob.Depth("scripted") == 0 })
-	cancel()
-	<-done
+	runUntilEmpty(t, ob, "scripted")
 	got := sink.delivered()
 	if fmt.Sprint(got) != fmt.Sprint(ids) {
 		t.Errorf("delivered %d alerts, not the %d queued in their order", len(got), len(ids))
@@ -411,12 +405,7 @@ func TestDamagedEntryKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	put(t, db, ob, "b")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { ob.Run(ctx, time.Second); close(done) }()
-	waitFor(t, "delivery", func() bool { return ob.Depth("scripted") == 0 })
-	cancel()
-	<-done
+	runUntilEmpty(t, ob, "scripted")
 	if got := sink.delivered(); fmt.Sprint(got) != "[a b]" {
 		t.Errorf("delivered %v, want [a b]", got)
 	}
