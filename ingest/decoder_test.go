@@ -25,10 +25,11 @@ func decode(t *testing.T, r io.Reader, maxRecord int) ([]*ingest.Event, []string
 		OnEvent: func(e *ingest.Event) error { evs = append(evs, e); return nil },
 		OnError: func(p ingest.Position, err error) { errs = append(errs, p.String()+": "+err.Error()) },
 	}
-	dr, err := ingest.Decompress(r)
+	dr, release, err := ingest.Decompress(r)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer release()
 	st, err := d.Decode(dr)
 	return evs, errs, st, err
 }

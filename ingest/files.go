@@ -141,7 +141,7 @@ func Open(in Input) (io.ReadCloser, error) {
 			return openWhole(in, f)
 		}
 	}
-	r, release, err := decompress(f)
+	r, release, err := Decompress(f)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", in.Path, err)
@@ -183,7 +183,7 @@ func openWhole(in Input, f io.ReadCloser) (io.ReadCloser, error) {
 	if len(buf) > wholeFileMax {
 		src = io.MultiReader(src, f)
 	}
-	r, release, err := decompress(src)
+	r, release, err := Decompress(src)
 	done := func() error { release(); putFile(bp, buf); return f.Close() }
 	if err != nil {
 		done()
@@ -206,18 +206,13 @@ type readCloser struct {
 
 func (r *readCloser) Close() error { return r.close() }
 
-// Decompress returns a reader of r's content, gunzipped when r starts with
-// the gzip magic bytes. Concatenated gzip members are read in turn.
-func Decompress(r io.Reader) (io.Reader, error) {
-	dr, _, err := decompress(r)
-	return dr, err
-}
-
 var gzipPool sync.Pool
 
-// decompress is Decompress with a function that hands its gzip reader back
-// for reuse once the caller is done with what it returned.
-func decompress(r io.Reader) (io.Reader, func(), error) {
+// Decompress returns a reader of r's content, gunzipped when r starts with
+// the gzip magic bytes (concatenated gzip members are read in turn), and a
+// function that hands its gzip reader back for reuse once the caller is
+// done with the reader.
+func Decompress(r io.Reader) (io.Reader, func(), error) {
 	var br interface {
 		io.Reader
 		io.ByteReader

@@ -28,10 +28,11 @@ func addSeeds(f *testing.F) {
 // decoder: it must not panic or hang, every event it emits must be one it
 // reads, and its counts must be consistent.
 func fuzzDecode(t *testing.T, data []byte, dataEvents bool) {
-	r, err := ingest.Decompress(bytes.NewReader(data))
+	r, release, err := ingest.Decompress(bytes.NewReader(data))
 	if err != nil {
 		return
 	}
+	defer release()
 	var n int64
 	d := ingest.Decoder{
 		Source: "fuzz", DataEvents: dataEvents,

@@ -260,10 +260,11 @@ func (s *Source) object(ctx context.Context, o Object, handle ingest.Handler) er
 		return fmt.Errorf("GetObject s3://%s/%s: %w", o.Bucket, o.Key, err)
 	}
 	defer out.Body.Close()
-	r, err := ingest.Decompress(out.Body)
+	r, release, err := ingest.Decompress(out.Body)
 	if err != nil {
 		return fmt.Errorf("s3://%s/%s: %w", o.Bucket, o.Key, err)
 	}
+	defer release()
 	source := "s3://" + o.Bucket + "/" + o.Key
 	b := &ingest.Batcher{Source: "sqs", Handle: handle}
 	dec := ingest.Decoder{Source: source, DataEvents: s.o.DataEvents, Limits: s.o.Limits, OnError: s.o.OnError,
