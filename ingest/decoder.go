@@ -291,19 +291,20 @@ func (d *Decoder) compact() error {
 
 func (d *Decoder) maxRecord() int { return d.Limits.MaxRecordBytes }
 
-// dataRecord is the compact path's way for data-event trails, where a
-// third of the records or more match a data needle: the record holding the
-// match at h is found by searching forward from search for the last record
-// marker before h (faster than searching back), and its end by the
-// data-event scanner, which reads it at the same time (no value scan, no
-// second pass for an event that matters to no rule). It returns the
-// absolute end of the record read, or 0 when the usual way must be taken
-// (the record starts before search, or is not a data event the scanner
-// reads).
 // forwardSpan is the distance from the last match up to which dataRecord
 // searches forward for the record's start; beyond it, backward.
 const forwardSpan = 16 << 10
 
+// dataRecord is the compact path's way for data-event trails, where a
+// third of the records or more match a data needle: the record holding the
+// match at h is found by searching forward for the last record marker
+// before h (from the last record counted, so that the same search counts
+// the records in between; backwards when h is more than forwardSpan past
+// search), and its end by the data-event scanner, which reads it at the
+// same time (no value scan, no second pass for an event that matters to no
+// rule) and counts the markers nested in it. It returns the absolute end
+// of the record read, or 0 when the usual way must be taken (the record
+// starts before search, or is not a data event the scanner reads).
 func (d *Decoder) dataRecord(data []byte, search int64, h int, counted *int64) int64 {
 	w := &d.w
 	i := int(search - w.base)

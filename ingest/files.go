@@ -220,11 +220,9 @@ func Decompress(r io.Reader) (io.Reader, func(), error) {
 	var head []byte
 	var err error
 	if b, ok := r.(*bytes.Reader); ok {
-		head = make([]byte, 2)
-		var n int
-		n, err = b.ReadAt(head, b.Size()-int64(b.Len()))
-		head = head[:n]
-		br = b
+		var h [2]byte
+		n, rerr := b.ReadAt(h[:], b.Size()-int64(b.Len()))
+		head, err, br = h[:n], rerr, b
 	} else {
 		bb := bufio.NewReaderSize(r, 64<<10)
 		head, err = bb.Peek(2)
