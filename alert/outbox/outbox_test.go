@@ -414,3 +414,29 @@ func TestDamagedEntryKept(t *testing.T) {
 		t.Fatalf("dead letters %+v %v: want the damaged entry with its bytes", dl, err)
 	}
 }
+
+// FuzzDecodeEntry: whatever bytes a damaged or hostile state file holds,
+// decodeEntry reads them as encoding/json does (same error or none, same
+// alert bytes and times), and what encodeEntry writes reads back.
+func FuzzDecodeEntry(f *testing.F) {
+	at := time.Date(2026, 12, 2, 7, 8, 9, 123456789, time.UTC)
+	for _, body := range []string{`{"id":"a"}`, `{"summary":",\"enqueued\":\"x\"}"}`, `1`, `"s"`} {
+		raw, _ := encodeEntry([]byte(body), at)
+		f.Add(raw)
+	}
+	f.Add([]byte(`{"alert":{"id":"x"},"enqueued":"2026-12-02T07:08:09Z","attempts":3}`))
+	f.Add([]byte(`{"alert":x,"enqueued":"2026-12-02T07:08:09Z"}`))
+	f.Fuzz(func(t *testing.T, v []byte) {
+		var fast, std Entry
+		ferr, serr := decodeEntry(v, &fast), json.Unmarshal(v, &std)
+		if serr != nil {
+			if ferr == nil && json.Valid(fast.Alert) {
+				t.Fatalf("decodeEntry took %q that encoding/json refuses (%v), and its alert is JSON", v, serr)
+			}
+			return
+		}
+		if ferr != nil || !bytes.Equal(fast.Alert, std.Alert) || !fast.Enqueued.Equal(std.Enqueued) || fast.Attempts != std.Attempts {
+			t.Fatalf("%q: decodeEntry %+v %v, encoding/json %+v", v, fast, ferr, std)
+		}
+	})
+}
